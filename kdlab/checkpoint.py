@@ -1,0 +1,66 @@
+"""The checkpoint file format: one safetensors file of named tensors plus JSON metadata.
+
+safetensors cannot execute code on load, and one file written atomically means a checkpoint is either the
+old one or the new one, never half of each. Foreign `.pt/.pth` files are read with `weights_only=True`."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from kdlab.errors import CheckpointError
+from kdlab.io import atomic_write
+
+META_KEY = "kdlab"
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Atomically write `tensors` (name → tensor) and JSON-able `meta` to a safetensors file."""
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(Path(path), lambda tmp: save_file(flat, str(tmp), metadata={META_KEY: json.dumps(meta)}))
+
+
+def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a safetensors file written by `save_tensors` → (tensors, meta)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(META_KEY, "{}")
+        return tensors, json.loads(raw)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({e})") from None
+
+
+def load_foreign_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A `.pt/.pth` file holding a state dict, `{'model': sd}` (CRD), `{'state_dict': sd}` or `{'net': sd}`.
+
+    Loaded with `weights_only=True`: a file that would run code on load is refused."""
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refusing to load {path}: it holds Python objects beyond tensors ({str(e).splitlines()[0]}); "
+            "only weight files are accepted"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({e})") from None
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict", "net", "student"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}

@@ -1,0 +1,132 @@
+"""The `kdlab` command line: demo | train | distill | eval | export | models | methods."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+
+from kdlab.errors import KdlabError
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file (see configs/)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its folder's last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdlab", description="Knowledge distillation with augmentation.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="teacher → CE and KD students on the embedded digits data")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
+    _add_run_args(sub.add_parser("train", help="train a model from scratch with cross-entropy"))
+    _add_run_args(sub.add_parser("distill", help="distill a student from a teacher (teacher.checkpoint=…)"))
+
+    p = sub.add_parser("eval", help="evaluate a run folder or checkpoint")
+    p.add_argument("path", help="run folder or .safetensors checkpoint")
+    p.add_argument("--data", help="dataset spec (default: the run's own)")
+    p.add_argument("--which", default="best", choices=["best", "last"])
+
+    p = sub.add_parser("export", help="write a torch.export .pt2 + safetensors inference artifact")
+    p.add_argument("path", help="run folder or .safetensors checkpoint")
+    p.add_argument("--out", help="output folder (default: RUN_DIR/export)")
+    p.add_argument("--which", default="best", choices=["best", "last"])
+
+    sub.add_parser("models", help="list the model zoo with parameter counts")
+    sub.add_parser("methods", help="list the training methods")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from kdlab.ui import console, progress_bar
+
+    if args.command == "demo":
+        from kdlab.demo import run_demo
+
+        run_demo(args.out, args.epochs, seed=args.seed, show_progress=not args.no_progress)
+        return 0
+    if args.command in ("train", "distill"):
+        from kdlab.config import load_config
+        from kdlab.errors import ConfigError
+        from kdlab.experiment import train
+
+        cfg = None
+        if not args.resume:
+            cfg = load_config(args.config, args.overrides)
+            if args.command == "train" and cfg.teacher is not None:
+                raise ConfigError("`kdlab train` trains without a teacher; use `kdlab distill` for teacher.* configs")
+            if args.command == "distill" and cfg.teacher is None:
+                raise ConfigError("`kdlab distill` needs a teacher: teacher.name=… teacher.checkpoint=…")
+        elif args.config or args.overrides:
+            raise ConfigError("--resume continues a run with its saved config; drop --config and overrides")
+
+        def log(msg: str) -> None:
+            console.print(msg)
+
+        with progress_bar(not args.no_progress) as progress:
+            run_dir, summary = train(cfg, args.resume, log=log, progress=progress)  # type: ignore[arg-type]
+        console.print_json(json.dumps(summary))
+        console.print(f"run folder: {run_dir}")
+        return 0
+    if args.command == "eval":
+        from kdlab.experiment import evaluate_path
+
+        console.print_json(json.dumps(evaluate_path(args.path, args.data, args.which)))
+        return 0
+    if args.command == "export":
+        from kdlab.export import export_run
+
+        card = export_run(args.path, args.out, args.which)
+        card.pop("classes")
+        console.print_json(json.dumps(card))
+        return 0
+    if args.command == "models":
+        from kdlab.models import MODELS, create_model
+        from kdlab.ui import table
+
+        rows = []
+        for name in MODELS:
+            model = create_model(name, 100)
+            n = sum(p.numel() for p in model.parameters())
+            spec = MODELS.get(name)
+            rows.append([name, spec.family, f"{n / 1e6:.2f}M", spec.taps.get("feature", "-")])
+        console.print(table("model zoo (parameters at 100 classes)", ["name", "family", "params", "feature tap"], rows))
+        return 0
+    if args.command == "methods":
+        from kdlab.config import to_dict
+        from kdlab.methods import METHODS
+        from kdlab.ui import table
+
+        rows = [[n, METHODS.get(n).summary, json.dumps(to_dict(METHODS.get(n).cls.Params()))] for n in METHODS]
+        console.print(table("methods", ["name", "what", "parameters (defaults)"], rows))
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except KdlabError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"kdlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kdlab: interrupted; resume with --resume RUN_DIR", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

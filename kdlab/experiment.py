@@ -1,0 +1,221 @@
+"""A run: config → (data, models, method, trainer) → a run folder with everything to resume and report.
+
+Run folder layout:
+    config.yaml            the resolved config
+    metrics.jsonl          one line per epoch
+    summary.json           last- and best-epoch test accuracy, teacher accuracy, timing
+    checkpoints/last.safetensors   full training state (every epoch)
+    checkpoints/best.safetensors   weights at the best test accuracy
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdlab.config import ModelConfig, RunConfig, from_dict, load_config, save_config, validate
+from kdlab.data import ImageDataset, load_dataset
+from kdlab.engine import Trainer
+from kdlab.errors import ConfigError, KdlabError, ModelError
+from kdlab.methods import Distiller, Teacher, build_method
+from kdlab.methods.base import resolve_method_params
+from kdlab.models.loading import build_model, load_weights
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' → cuda if available else cpu; an unavailable cuda is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"engine.device={name} but no CUDA device is available; use engine.device=cpu")
+    return dev
+
+
+def check_num_classes(model: nn.Module, image_shape: tuple[int, int, int], num_classes: int, what: str) -> None:
+    """Fail clearly if `model` does not output `num_classes` logits for images of `image_shape`."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, *image_shape, device=next(model.parameters()).device))
+    model.train(was_training)
+    if out.ndim != 2 or out.shape[1] != num_classes:
+        raise ModelError(f"{what} outputs {tuple(out.shape[1:])} logits but the dataset has {num_classes} classes")
+
+
+def build_teacher(mcfg: ModelConfig, data: ImageDataset, label: str) -> Teacher:
+    """A frozen teacher with its checkpoint loaded (a teacher without a checkpoint is an error)."""
+    if not mcfg.checkpoint:
+        raise ConfigError(
+            f"{label}.checkpoint is not set: train a teacher first (kdlab train …) and pass "
+            f"{label}.checkpoint=RUN_DIR or a .pth/.safetensors file"
+        )
+    model, taps = build_model(mcfg.name, data.num_classes, data.image_shape[0], mcfg.factory, mcfg.kwargs, mcfg.taps)
+    load_weights(model, mcfg.checkpoint, taps.get("classifier"), what=label)
+    check_num_classes(model, data.image_shape, data.num_classes, label)
+    return Teacher(model, taps, label)
+
+
+def build_student(mcfg: ModelConfig, data: ImageDataset) -> tuple[nn.Module, dict[str, str]]:
+    model, taps = build_model(mcfg.name, data.num_classes, data.image_shape[0], mcfg.factory, mcfg.kwargs, mcfg.taps)
+    check_num_classes(model, data.image_shape, data.num_classes, "student")
+    if mcfg.checkpoint:
+        load_weights(model, mcfg.checkpoint, taps.get("classifier"), what="student")
+    return model, taps
+
+
+@dataclass
+class Run:
+    cfg: RunConfig
+    data: ImageDataset
+    method: Distiller
+    device: torch.device
+
+
+def build_run(cfg: RunConfig) -> Run:
+    """Load data and build student, teacher(s) and method from a validated config (seeded)."""
+    resolve_method_params(cfg.method)  # unknown method keys fail before any data is read
+    if cfg.engine.threads:
+        torch.set_num_threads(cfg.engine.threads)
+    device = resolve_device(cfg.engine.device)
+    data = load_dataset(cfg.data.dataset, cfg.data.cache_dir, cfg.data.train_per_class, cfg.data.test_per_class)
+    torch.manual_seed(cfg.seed)
+    student, _ = build_student(cfg.student, data)
+    teachers = [build_teacher(cfg.teacher, data, "teacher")] if cfg.teacher else []
+    method = build_method(cfg.method, student, teachers)
+    return Run(cfg, data, method, device)
+
+
+def default_run_name(cfg: RunConfig) -> str:
+    parts = [str(cfg.method["name"]), cfg.student.name]
+    if cfg.teacher:
+        parts.append(f"from-{cfg.teacher.name}")
+    dataset = re.sub(r"[^A-Za-z0-9]+", "-", Path(cfg.data.dataset.split(":")[-1]).name).strip("-")
+    parts += [dataset.split("-tar")[0] or "data", f"s{cfg.seed}"]
+    return "-".join(parts)
+
+
+def new_run_dir(cfg: RunConfig) -> Path:
+    """output_dir/name, with -2, -3 … appended when the name is taken."""
+    base = Path(cfg.output_dir) / (cfg.name or default_run_name(cfg))
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+def train(
+    cfg: RunConfig,
+    resume_dir: str | Path | None = None,
+    stop_after_epoch: int | None = None,
+    log: Any = print,
+    progress: Any = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Run (or resume) one training run; returns (run folder, summary)."""
+    if resume_dir is not None:
+        run_dir = Path(resume_dir)
+        if not (run_dir / "config.yaml").is_file():
+            raise KdlabError(f"cannot resume: {run_dir} is not a run folder (no config.yaml)")
+        cfg = load_config(run_dir / "config.yaml")
+    validate(cfg)
+    run = build_run(cfg)
+    if resume_dir is None:
+        run_dir = new_run_dir(cfg)
+        save_config(_with_resolved_method(cfg, run.method), run_dir / "config.yaml")
+    trainer = Trainer(cfg, run.method, run.data, run_dir, run.device, log=log)
+    log(f"run folder: {run_dir}")
+    summary = trainer.fit(resume=resume_dir is not None, stop_after_epoch=stop_after_epoch, progress=progress)
+    return run_dir, summary
+
+
+def _with_resolved_method(cfg: RunConfig, method: Distiller) -> RunConfig:
+    return dataclasses.replace(cfg, method={"name": cfg.method["name"], **method.params_dict()})
+
+
+def config_from_checkpoint_meta(meta: dict[str, Any]) -> RunConfig:
+    return from_dict(RunConfig, meta["config"])
+
+
+def load_trained(path: str | Path, which: str = "best") -> tuple[Distiller, RunConfig, dict[str, Any]]:
+    """Rebuild a trained method (student + extra modules) from a run folder or checkpoint file.
+
+    Teachers are rebuilt only when the method's prediction path needs them; for evaluation of the student
+    they are not loaded. Returns (method in eval mode on CPU, config, checkpoint meta)."""
+    from kdlab.engine.state import load_training_state
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "checkpoints" / f"{which}.safetensors"
+        if not p.is_file():
+            p = p.with_name("last.safetensors")
+    model_state, _, meta = load_training_state(p)
+    cfg = config_from_checkpoint_meta(meta)
+    info = meta["data"]
+    shape = tuple(info["image_shape"])
+    torch.manual_seed(0)
+    student, _ = build_model(
+        cfg.student.name,
+        info["num_classes"],
+        shape[0],
+        cfg.student.factory,
+        cfg.student.kwargs,
+        cfg.student.taps,
+    )
+    method = build_method({**cfg.method}, student, [_placeholder_teacher()] if _needs_teacher(cfg) else [])
+    method.load_checkpoint_state(model_state)
+    method.eval()
+    return method, cfg, meta
+
+
+def _needs_teacher(cfg: RunConfig) -> bool:
+    from kdlab.methods.base import METHODS
+
+    return METHODS.get(str(cfg.method["name"])).cls.needs_teacher
+
+
+def _placeholder_teacher() -> Teacher:
+    """Student-only methods (kd) need no teacher to predict; a stand-in satisfies the constructor."""
+    return Teacher(nn.Identity(), {}, "unused")
+
+
+def evaluate_path(path: str | Path, dataset: str | None = None, which: str = "best") -> dict[str, Any]:
+    """Test accuracy and loss of a trained run folder / checkpoint on its own or another dataset."""
+    from kdlab.data import DeviceLoader
+    from kdlab.engine.trainer import autocast_context
+    from kdlab.views import StandardView
+
+    method, cfg, meta = load_trained(path, which)
+    spec = dataset or cfg.data.dataset
+    data = load_dataset(spec, cfg.data.cache_dir, None, cfg.data.test_per_class if dataset is None else None)
+    if data.num_classes != meta["data"]["num_classes"]:
+        raise KdlabError(
+            f"the model was trained on {meta['data']['num_classes']} classes but {spec} has {data.num_classes}"
+        )
+    device = resolve_device(cfg.engine.device)
+    method.to(device)
+    view = StandardView(meta["data"]["mean"], meta["data"]["std"]).to(device).eval()
+    loader = DeviceLoader(data.test, cfg.data.eval_batch_size, device, shuffle=False)
+    correct, loss_sum = 0.0, 0.0
+    with torch.no_grad(), autocast_context(device, cfg.engine.amp):
+        for batch in loader:
+            logits = method.predict(view(batch.images)).float()
+            correct += (logits.argmax(1) == batch.labels).sum().item()
+            loss_sum += torch.nn.functional.cross_entropy(logits, batch.labels, reduction="sum").item()
+    n = len(data.test)
+    return {
+        "checkpoint": os.path.basename(str(path)),
+        "epoch": meta["epoch"],
+        "dataset": spec,
+        "samples": n,
+        "test_acc": correct / n * 100,
+        "test_loss": loss_sum / n,
+    }

@@ -1,0 +1,47 @@
+"""Atomic file writes: write to a temporary file beside the target, fsync, then rename over it, so a kill
+or a full disk never leaves a half-written file in place of a good one."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kdlab.errors import KdlabError
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp_path)` then atomically move tmp_path to `path`. On failure `path` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise KdlabError(f"could not write {path}: {e.strerror or e}; the previous file is intact") from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Atomically replace the text file at `path`."""
+    atomic_write(path, lambda tmp: _write_text(tmp, text))
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Atomically replace the JSON file at `path`."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

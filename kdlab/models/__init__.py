@@ -1,0 +1,15 @@
+"""Model zoo (CRD-compatible CIFAR models), registry, feature taps and model loading."""
+
+from kdlab.models import mobilenetv2, resnet_cifar, resnet_imagenet_style, shufflenet, vgg, wrn  # noqa: F401
+from kdlab.models.features import FeatureExtractor, get_module
+from kdlab.models.registry import MODELS, ModelSpec, create_model, list_models, model_taps
+
+__all__ = [
+    "MODELS",
+    "FeatureExtractor",
+    "ModelSpec",
+    "create_model",
+    "get_module",
+    "list_models",
+    "model_taps",
+]

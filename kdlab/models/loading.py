@@ -1,0 +1,115 @@
+"""Building models from configs (zoo name or user factory) and loading weights into them."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdlab.checkpoint import load_foreign_state_dict, load_tensors
+from kdlab.errors import CheckpointError, ModelError
+from kdlab.models.features import get_module
+from kdlab.models.registry import create_model, model_taps
+
+
+def load_factory(spec: str) -> Any:
+    """`path/to/file.py:function` → the function (a user's model builder)."""
+    file, sep, func = spec.rpartition(":")
+    if not sep or not file or not func:
+        raise ModelError(f"factory {spec!r} must look like path/to/file.py:function")
+    path = Path(file)
+    if not path.is_file():
+        raise ModelError(f"factory file {path} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"kdlab_user_{path.stem}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise ModelError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, func):
+        raise ModelError(f"{path} defines no function {func!r}")
+    return getattr(module, func)
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    factory: str | None = None,
+    kwargs: dict[str, Any] | None = None,
+    taps: dict[str, str] | None = None,
+) -> tuple[nn.Module, dict[str, str]]:
+    """A model and its taps: zoo model `name`, or `factory(num_classes=…, **kwargs)` with taps from config."""
+    kwargs = dict(kwargs or {})
+    if factory:
+        model = load_factory(factory)(num_classes=num_classes, **kwargs)
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"factory {factory} returned {type(model).__name__}, not an nn.Module")
+        all_taps = dict(taps or {})
+    else:
+        model = create_model(name, num_classes, in_channels, **kwargs)
+        all_taps = {**model_taps(name), **(taps or {})}
+    for path in all_taps.values():
+        get_module(model, path)  # fail now, with suggestions, not mid-training
+    return model, all_taps
+
+
+def read_weights(path: str | Path, prefix: str = "model.student.") -> dict[str, torch.Tensor]:
+    """Weights of a trained model from a kdlab run folder, a kdlab .safetensors checkpoint, a plain
+    safetensors state dict, or a `.pt/.pth` state dict (CRD's `{'model': state_dict}` included)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in ("best.safetensors", "last.safetensors"):
+            if (p / "checkpoints" / name).is_file():
+                p = p / "checkpoints" / name
+                break
+        else:
+            raise CheckpointError(f"{path} is a folder without checkpoints/best.safetensors or last.safetensors")
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    if p.suffix == ".safetensors":
+        tensors, _ = load_tensors(p)
+        if any(k.startswith(prefix) for k in tensors):
+            return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        return tensors
+    return load_foreign_state_dict(p)
+
+
+def load_weights(model: nn.Module, path: str | Path, classifier: str | None = None, what: str = "model") -> None:
+    """Load weights into `model`, strictly; mismatches are reported by key, shape and class count."""
+    state = read_weights(path)
+    own = model.state_dict()
+    if classifier and f"{classifier}.weight" in state and f"{classifier}.weight" in own:
+        theirs, mine = state[f"{classifier}.weight"].shape[0], own[f"{classifier}.weight"].shape[0]
+        if theirs != mine:
+            raise CheckpointError(
+                f"{what} checkpoint {path} has {theirs} classes but the dataset has {mine}; "
+                "use a checkpoint trained on this dataset"
+            )
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_short(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches {_short(shapes)}")
+        raise CheckpointError(
+            f"{what} checkpoint {path} does not fit the model: " + "; ".join(parts) + " (is it another architecture?)"
+        )
+    model.load_state_dict(state)
+
+
+def _short(items: list[str], n: int = 5) -> str:
+    more = f" … and {len(items) - n} more" if len(items) > n else ""
+    return json.dumps(items[:n]) + more

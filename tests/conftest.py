@@ -1,0 +1,50 @@
+"""Shared fixtures: a per-session cache dir, the ../shared/data folder, and a trained digits teacher."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Decoded-dataset caches go to one temporary folder per test session (CI's home stays clean)."""
+    os.environ["KDLAB_CACHE"] = str(tmp_path_factory.mktemp("kdlab-cache"))
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data; CI always has it, so its absence fails under CI and skips only elsewhere."""
+    if not SHARED_DATA.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{SHARED_DATA} is missing in CI")
+        pytest.skip("../shared/data not present")
+    return SHARED_DATA
+
+
+DIGITS = ["data.dataset=digits", "data.crop_padding=1", "data.flip=false", "engine.progress=false"]
+
+
+def digits_overrides(tmp: Path, epochs: int, **extra: object) -> list[str]:
+    """Overrides for a short, seeded digits run under `tmp`."""
+    out = [*DIGITS, f"output_dir={tmp}", f"schedule.epochs={epochs}", "schedule.kind=cosine", "seed=0"]
+    return out + [f"{k}={v}" for k, v in extra.items()]
+
+
+@pytest.fixture(scope="session")
+def digits_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A resnet14 teacher trained 8 epochs on digits with CE (shared by the distillation tests)."""
+    from kdlab.config import load_config
+    from kdlab.experiment import train
+
+    tmp = tmp_path_factory.mktemp("teacher")
+    cfg = load_config(None, [*digits_overrides(tmp, 8), "student.name=resnet14", "name=teacher"])
+    run_dir, summary = train(cfg, log=lambda _: None)
+    assert summary["last_epoch_test_acc"] > 80
+    return run_dir

@@ -1,0 +1,66 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from kdlab.cli import main
+
+
+def test_models_lists_the_zoo_with_parameter_counts(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet32x4" in out and "7.43M" in out and "ShuffleV2" in out and "1.36M" in out
+
+
+def test_methods_lists_kd_with_defaults(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "kd" in out and '"temperature": 4.0' in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "optim.lrr=0.1"], "unknown config key 'optim.lrr' (did you mean: optim.lr?)"),
+        (["train", "data.dataset=cifar100:/no/such/dir"], "dataset path /no/such/dir does not exist"),
+        (["distill", "data.dataset=digits"], "`kdlab distill` needs a teacher"),
+        (["train", "teacher.name=resnet8"], "use `kdlab distill`"),
+        (["train", "--config", "missing.yaml"], "config file 'missing.yaml' not found"),
+        (["eval", "/no/such/run"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_clean_line(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_truncated_cifar_via_cli(shared_data, tmp_path, capsys):
+    src = shared_data / "cifar-truncated" / "cifar-100-python"
+    # As shipped (train.TRUNCATED): the official file name is missing.
+    assert main(["train", f"data.dataset=cifar100:{src}"]) == 2
+    assert "cifar-100-python/train is missing" in capsys.readouterr().err
+    # Under the official names: the cut-off pickle itself is reported.
+    (tmp_path / "c100").mkdir()
+    for f in src.iterdir():
+        shutil.copy(f, tmp_path / "c100" / f.name.replace(".TRUNCATED", ""))
+    assert main(["train", f"data.dataset=cifar100:{tmp_path / 'c100'}"]) == 2
+    assert "c100/train is truncated or corrupt" in capsys.readouterr().err
+
+
+def test_train_eval_export_from_the_command_line(tmp_path):
+    """The installed entry point end to end: train a tiny run, evaluate it, export it."""
+    run = [sys.executable, "-m", "kdlab"]
+    common = ["data.dataset=digits", "data.flip=false", "data.crop_padding=1", "schedule.epochs=2",
+              "student.name=resnet8", f"output_dir={tmp_path}", "name=cli"]  # fmt: skip
+    done = subprocess.run([*run, "train", "--no-progress", *common], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    ev = subprocess.run([*run, "eval", str(tmp_path / "cli")], capture_output=True, text=True, timeout=300)
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["test_acc"] == pytest.approx(summary["best_test_acc"])
+    ex = subprocess.run([*run, "export", str(tmp_path / "cli")], capture_output=True, text=True, timeout=300)
+    assert ex.returncode == 0, ex.stderr
+    assert (tmp_path / "cli" / "export" / "model.pt2").is_file()

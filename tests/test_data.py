@@ -1,0 +1,223 @@
+import gzip
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kdlab.data import DeviceLoader, load_dataset
+from kdlab.data.readers import read_idx, read_mnist_idx
+from kdlab.data.spec import parse_spec
+from kdlab.errors import DataError
+
+
+def test_digits_is_the_embedded_default():
+    d = load_dataset("digits")
+    assert len(d.train) + len(d.test) == 1797 and len(d.test) == 449
+    assert d.image_shape == (1, 8, 8) and d.num_classes == 10
+    assert d.train.images.dtype == torch.uint8 and int(d.train.images.max()) == 255
+    again = load_dataset("digits")
+    assert torch.equal(d.test.labels, again.test.labels)  # fixed split
+
+
+def _write_cifar10(root, n=6):
+    rng = np.random.default_rng(0)
+    root.mkdir()
+    with open(root / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        labels = list(rng.integers(0, 10, n))
+        batches[name] = (data, labels)
+        with open(root / name, "wb") as f:
+            pickle.dump({b"batch_label": b"x", b"data": data, b"labels": labels}, f)
+    return batches
+
+
+def test_cifar10_pickles(tmp_path):
+    batches = _write_cifar10(tmp_path / "cifar-10-batches-py")
+    d = load_dataset(f"cifar10:{tmp_path / 'cifar-10-batches-py'}")
+    assert d.train.images.shape == (30, 3, 32, 32) and d.test.images.shape == (6, 3, 32, 32)
+    data, labels = batches["test_batch"]
+    # CIFAR rows are 1024 R, then 1024 G, then 1024 B bytes, each row-major 32×32.
+    assert torch.equal(d.test.images[2, 1], torch.from_numpy(data[2, 1024:2048].reshape(32, 32)))
+    assert d.test.labels.tolist() == [int(v) for v in labels]
+
+
+def test_cifar100_pickles(tmp_path):
+    root = tmp_path / "cifar-100-python"
+    root.mkdir()
+    with open(root / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"f{i}" for i in range(100)], "coarse_label_names": []}, f)
+    for split, n in (("train", 8), ("test", 4)):
+        with open(root / split, "wb") as f:
+            pickle.dump({"data": np.zeros((n, 3072), np.uint8), "fine_labels": list(range(n))}, f)
+    d = load_dataset(f"cifar100:{root}")
+    assert d.num_classes == 100 and len(d.train) == 8 and d.classes[3] == "f3"
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this ran on load",))
+
+
+def test_malicious_cifar_pickle_is_refused(tmp_path, capsys):
+    root = tmp_path / "cifar-10-batches-py"
+    _write_cifar10(root)
+    (root / "data_batch_3").write_bytes(pickle.dumps({"data": _Evil(), "labels": []}))
+    with pytest.raises(DataError, match="refusing to load builtins.print"):
+        load_dataset(f"cifar10:{root}")
+    assert "this ran on load" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("folder", ["cifar-100-python", "cifar-10-batches-py"])
+def test_truncated_cifar_is_a_clear_error(shared_data, tmp_path, folder):
+    """The real, cut-off official pickles from ../shared/data/cifar-truncated."""
+    src = shared_data / "cifar-truncated" / folder
+    dst = tmp_path / folder
+    dst.mkdir()
+    for f in src.iterdir():
+        shutil.copy(f, dst / f.name.replace(".TRUNCATED", ""))
+    if folder == "cifar-10-batches-py":  # data_batch_2..5 are absent from the sample: give them a body
+        for i in range(2, 6):
+            shutil.copy(dst / "data_batch_1", dst / f"data_batch_{i}")
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        load_dataset(f"{folder.split('-')[0]}{'100' if '100' in folder else '10'}:{dst}")
+
+
+def _write_tree(root, classes=("cat", "dog"), n=3, size=(5, 4), mode="RGB"):
+    rng = np.random.default_rng(1)
+    pixels = {}
+    for split in ("train", "test"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+                arr = rng.integers(0, 256, shape, dtype=np.uint8)
+                Image.fromarray(arr, mode).save(root / split / c / f"{i}.png")
+                pixels[(split, c, i)] = arr
+    return pixels
+
+
+def test_imagefolder_png_tree(tmp_path):
+    pixels = _write_tree(tmp_path / "tree", classes=("zebra", "ant"))
+    d = load_dataset(f"imagefolder:{tmp_path / 'tree'}")
+    assert d.classes == ["ant", "zebra"] and d.image_shape == (3, 4, 5)
+    assert d.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    np.testing.assert_array_equal(d.train.images[4].permute(1, 2, 0).numpy(), pixels[("train", "zebra", 1)])
+
+
+def test_imagefolder_tar_archive_equals_folder(tmp_path):
+    _write_tree(tmp_path / "tree" / "mydata", mode="L")
+    shutil.make_archive(str(tmp_path / "mydata"), "gztar", tmp_path / "tree")
+    a = load_dataset(f"imagefolder:{tmp_path / 'tree' / 'mydata'}")
+    b = load_dataset(f"imagefolder:{tmp_path / 'mydata.tar.gz'}")
+    assert a.image_shape == (1, 4, 5)
+    assert torch.equal(a.train.images, b.train.images) and torch.equal(a.test.labels, b.test.labels)
+
+
+def test_imagefolder_bad_inputs(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(f"imagefolder:{tmp_path / 'nope'}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images found"):
+        load_dataset(f"imagefolder:{tmp_path / 'empty'}")
+    _write_tree(tmp_path / "corrupt")
+    (tmp_path / "corrupt" / "train" / "cat" / "1.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"train/cat/1.png is unreadable or corrupt"):
+        load_dataset(f"imagefolder:{tmp_path / 'corrupt'}")
+    _write_tree(tmp_path / "mismatch")
+    shutil.rmtree(tmp_path / "mismatch" / "test" / "dog")
+    with pytest.raises(DataError, match="class folders differ"):
+        load_dataset(f"imagefolder:{tmp_path / 'mismatch'}")
+    _write_tree(tmp_path / "mixed")
+    Image.fromarray(np.zeros((4, 5), np.uint8), "L").save(tmp_path / "mixed" / "train" / "cat" / "9.png")
+    with pytest.raises(DataError, match="mixes grey and colour"):
+        load_dataset(f"imagefolder:{tmp_path / 'mixed'}")
+
+
+def test_tiny_imagenet_layout(tmp_path):
+    root = tmp_path / "tiny-imagenet-200"
+    wnids = ["n01443537", "n01629819"]
+    for w in wnids:
+        (root / "train" / w / "images").mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (i * 100, 0, 0)).save(root / "train" / w / "images" / f"{w}_{i}.JPEG")
+    (root / "val" / "images").mkdir(parents=True)
+    lines = []
+    for i, w in enumerate([wnids[1], wnids[0], wnids[1]]):
+        Image.new("RGB", (8, 8)).save(root / "val" / "images" / f"val_{i}.JPEG")
+        lines.append(f"val_{i}.JPEG\t{w}\t0\t0\t8\t8")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines))
+    (root / "words.txt").write_text("n01443537\tgoldfish, Carassius auratus\nn01629819\tEuropean fire salamander\n")
+    d = load_dataset(f"tinyimagenet:{root}")
+    assert d.classes == ["goldfish", "European fire salamander"]
+    assert d.test.labels.tolist() == [1, 0, 1] and d.train.images.shape == (4, 3, 8, 8)
+
+
+def test_mnist_idx_real_files(shared_data, tmp_path):
+    images = read_idx(shared_data / "mnist-idx" / "t10k-images-idx3-ubyte.gz")
+    labels = read_idx(shared_data / "mnist-idx" / "t10k-labels-idx1-ubyte.gz")
+    assert images.shape == (10000, 28, 28) and labels.shape == (10000,)
+    assert np.bincount(labels).tolist()[:3] == [980, 1135, 1032]  # the official test-set class counts
+    # A complete idx folder (train files stood in by the t10k ones) reads through the mnist: spec.
+    for split in ("train", "t10k"):
+        for kind in ("images-idx3", "labels-idx1"):
+            shutil.copy(shared_data / "mnist-idx" / f"t10k-{kind}-ubyte.gz", tmp_path / f"{split}-{kind}-ubyte.gz")
+    d = read_mnist_idx(tmp_path)
+    assert d.train_images.shape == (10000, 1, 28, 28)
+    raw = gzip.decompress((tmp_path / "train-images-idx3-ubyte.gz").read_bytes())
+    (tmp_path / "cut-idx3-ubyte").write_bytes(raw[:5000])
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(tmp_path / "cut-idx3-ubyte")
+
+
+@pytest.mark.parametrize(
+    ("spec", "train", "test", "classes", "shape"),
+    [
+        ("cifar10:{}/cifar10-jpg.tar.gz", 50000, 10000, 10, (3, 32, 32)),
+        ("cifar100:{}/cifar100-jpg.tar.gz", 50000, 10000, 100, (3, 32, 32)),
+        ("mnist:{}/mnist-png.tar.gz", 60000, 10000, 10, (1, 28, 28)),
+    ],
+)
+def test_real_shared_data_loads_and_caches(shared_data, spec, train, test, classes, shape):
+    d = load_dataset(spec.format(shared_data))
+    assert (len(d.train), len(d.test), d.num_classes, d.image_shape) == (train, test, classes, shape)
+    counts = torch.bincount(d.train.labels, minlength=classes)
+    assert int(counts.min()) == int(counts.max()) == train // classes or (classes == 10 and spec.startswith("mnist"))
+    again = load_dataset(spec.format(shared_data))  # from the .npy cache
+    assert torch.equal(again.train.images, d.train.images) and again.classes == d.classes
+    if classes == 100:
+        # Normalisation statistics close to the CIFAR-100 constants of the CRD code.
+        assert d.mean == pytest.approx((0.5071, 0.4865, 0.4409), abs=3e-3)
+
+
+def test_subset_first_per_class():
+    d = load_dataset("digits", train_per_class=5, test_per_class=2)
+    assert torch.bincount(d.train.labels).tolist() == [5] * 10 and len(d.test) == 20
+
+
+def test_spec_errors():
+    assert parse_spec("digits") == ("digits", None)
+    with pytest.raises(DataError, match="did you mean: cifar100"):
+        load_dataset("cifar1000:/x")
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset("cifar100:/no/such/folder")
+
+
+def test_device_loader_covers_each_sample_once():
+    d = load_dataset("digits")
+    g = torch.Generator().manual_seed(0)
+    loader = DeviceLoader(d.train, 100, torch.device("cpu"), shuffle=True, generator=g)
+    seen = torch.cat([b.index for b in loader])
+    assert len(loader) == 14 and sorted(seen.tolist()) == list(range(len(d.train)))
+    batch = next(iter(loader))
+    assert torch.equal(batch.labels, d.train.labels[batch.index])
+    g2 = torch.Generator().manual_seed(0)
+    again = torch.cat([b.index for b in DeviceLoader(d.train, 100, torch.device("cpu"), generator=g2)])
+    assert torch.equal(seen, again)
+    dropped = DeviceLoader(d.train, 100, torch.device("cpu"), drop_last=True, generator=g)
+    assert len(dropped) == 13 and dropped.num_samples == 1300

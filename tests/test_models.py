@@ -1,0 +1,123 @@
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdlab.errors import CheckpointError, ModelError
+from kdlab.models import FeatureExtractor, create_model, list_models, model_taps
+from kdlab.models.loading import build_model, load_weights
+
+# Published CIFAR-100 parameter counts (millions) of the CRD benchmark zoo.
+PUBLISHED = {
+    "resnet8x4": 1.23, "resnet32x4": 7.43, "wrn_40_2": 2.26, "wrn_16_2": 0.70, "resnet56": 0.86,
+    "resnet20": 0.28, "vgg13": 9.46, "vgg8": 3.96, "MobileNetV2": 0.81, "ShuffleV1": 0.95,
+    "ShuffleV2": 1.36, "ResNet50": 23.71,
+}  # fmt: skip
+ZOO = ["resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet8x4",
+       "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2", "vgg8", "vgg11", "vgg13", "vgg16",
+       "vgg19", "MobileNetV2", "ShuffleV1", "ShuffleV2", "ResNet18", "ResNet34", "ResNet50"]  # fmt: skip
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_zoo_is_complete():
+    assert set(ZOO) <= set(list_models())
+
+
+@pytest.mark.parametrize(("name", "millions"), sorted(PUBLISHED.items()))
+def test_parameter_count_matches_published(name, millions):
+    assert n_params(create_model(name, 100)) / 1e6 == pytest.approx(millions, rel=0.02)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_output_shape_and_taps(name):
+    torch.manual_seed(0)
+    model = create_model(name, 100).eval()
+    taps = model_taps(name)
+    assert {"feature", "classifier"} <= set(taps)
+    x = torch.randn(2, 3, 32, 32)
+    with FeatureExtractor(model, taps.values()) as fx, torch.no_grad():
+        logits, feats = fx(x)
+        plain = model(x)
+    assert logits.shape == (2, 100)
+    torch.testing.assert_close(logits, plain)
+    feature = feats[taps["feature"]]
+    assert feature.ndim == 4 and feature.shape[0] == 2
+    # The pre-pool map, pooled and fed through the classifier, gives the logits: the tap is the right one.
+    head = dict(model.named_modules())[taps["classifier"]]
+    torch.testing.assert_close(head(F.adaptive_avg_pool2d(feature, 1).flatten(1)), logits, rtol=1e-4, atol=1e-4)
+
+
+def test_grey_input_channels():
+    model = create_model("resnet8", 10, in_channels=1)
+    assert model(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+
+
+def test_unknown_model_suggests_closest():
+    with pytest.raises(ModelError, match="did you mean: .*resnet20"):
+        create_model("resnet21", 10)
+    with pytest.raises(ModelError, match="no module 'layer9'"):
+        build_model("resnet8", 10, 3, taps={"feature": "layer9"})
+
+
+def test_crd_checkpoint_loads_unchanged(tmp_path):
+    """A RepDistiller-style `{'model': state_dict, 'epoch': …}` file loads into the same architecture."""
+    torch.manual_seed(1)
+    src = create_model("wrn_16_2", 100).eval()
+    torch.save({"model": src.state_dict(), "epoch": 240, "accuracy": 73.2}, tmp_path / "ckpt_epoch_240.pth")
+    torch.manual_seed(2)
+    dst = create_model("wrn_16_2", 100).eval()
+    load_weights(dst, tmp_path / "ckpt_epoch_240.pth", "fc")
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(dst(x), src(x))
+
+
+def test_checkpoint_of_another_architecture_names_keys(tmp_path):
+    torch.save({"model": create_model("resnet8", 100).state_dict()}, tmp_path / "r8.pth")
+    with pytest.raises(CheckpointError, match=r"missing keys \[\"layer1.1.bn1"):
+        load_weights(create_model("resnet20", 100), tmp_path / "r8.pth", "fc")
+
+
+def test_checkpoint_with_other_class_count(tmp_path):
+    torch.save({"model": create_model("resnet8", 10).state_dict()}, tmp_path / "r8.pth")
+    with pytest.raises(CheckpointError, match="has 10 classes but the dataset has 100"):
+        load_weights(create_model("resnet8", 100), tmp_path / "r8.pth", "fc", what="teacher")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this ran on load",))
+
+
+def test_checkpoint_that_runs_code_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"model": _Evil()}))
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        load_weights(create_model("resnet8", 10), path)
+    assert "this ran on load" not in capsys.readouterr().out
+
+
+def test_corrupt_checkpoint(tmp_path):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(b"\x00" * 50)
+    with pytest.raises(CheckpointError, match="unreadable or corrupt"):
+        load_weights(create_model("resnet8", 10), path)
+
+
+def test_bring_your_own_model(tmp_path):
+    (tmp_path / "mynet.py").write_text(
+        "from torch import nn\n"
+        "def build(num_classes, width=8):\n"
+        "    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))\n"
+    )
+    model, taps = build_model(
+        "custom", 7, 3, factory=f"{tmp_path}/mynet.py:build", kwargs={"width": 4},
+        taps={"feature": "1", "classifier": "4"},
+    )  # fmt: skip
+    assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 7) and taps["feature"] == "1"
+    with pytest.raises(ModelError, match="defines no function 'make'"):
+        build_model("custom", 7, 3, factory=f"{tmp_path}/mynet.py:make")

@@ -1,0 +1,164 @@
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+from conftest import digits_overrides
+from safetensors.torch import load_file
+
+from kdlab.config import load_config
+from kdlab.errors import ConfigError, KdlabError, NonFiniteLossError
+from kdlab.experiment import evaluate_path, train
+from kdlab.export import export_run
+from kdlab.io import atomic_write
+from kdlab.losses import cross_entropy
+from kdlab.methods.base import Distiller, register_method
+
+QUIET = {"log": lambda _: None}
+
+
+def test_teacher_trains_far_above_chance(digits_teacher):
+    summary = json.loads((digits_teacher / "summary.json").read_text())
+    # 10 classes: chance is 10%. A resnet14 after 8 epochs must clear it by a wide margin.
+    assert summary["last_epoch_test_acc"] > 80 and summary["best_test_acc"] >= summary["last_epoch_test_acc"]
+    lines = (digits_teacher / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 8
+    first = json.loads(lines[0])
+    assert {
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_ce",
+        "train_acc",
+        "test_acc",
+        "test_loss",
+        "images_per_s",
+    } <= set(first)
+    assert (digits_teacher / "checkpoints" / "last.safetensors").is_file()
+    assert (digits_teacher / "checkpoints" / "best.safetensors").is_file()
+    assert "student:\n  name: resnet14" in (digits_teacher / "config.yaml").read_text()
+
+
+def test_kd_student_learns_and_agrees_with_teacher(digits_teacher, tmp_path):
+    cfg = load_config(
+        None,
+        [*digits_overrides(tmp_path, 6), "method.name=kd", "student.name=resnet8", "teacher.name=resnet14",
+         f"teacher.checkpoint={digits_teacher}"],
+    )  # fmt: skip
+    run_dir, summary = train(cfg, **QUIET)
+    teacher_acc = json.loads((digits_teacher / "summary.json").read_text())["best_test_acc"]
+    assert summary["teacher_test_acc"] == [pytest.approx(teacher_acc)]  # teacher evaluated before training
+    assert summary["last_epoch_test_acc"] > 70 and summary["last_agreement"] > 70
+    record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"train_ce", "train_kd", "agreement"} <= set(record)
+    # `kdlab eval` of the best checkpoint reproduces the accuracy logged at that epoch.
+    evaluated = evaluate_path(run_dir, which="best")
+    assert evaluated["test_acc"] == pytest.approx(summary["best_test_acc"], abs=1e-6)
+
+
+def test_resume_gives_the_uninterrupted_result(tmp_path):
+    overrides = [*digits_overrides(tmp_path, 4), "student.name=resnet8"]
+    full_dir, full = train(load_config(None, [*overrides, "name=full"]), **QUIET)
+    part_dir, part = train(load_config(None, [*overrides, "name=part"]), stop_after_epoch=2, **QUIET)
+    assert part["status"] == "stopped" and part["epochs_done"] == 2
+    with open(part_dir / "metrics.jsonl", "a") as f:  # an epoch line written just before a kill
+        f.write(json.dumps({"epoch": 3, "train_acc": 0.0}) + "\n")
+    _, resumed = train(None, resume_dir=part_dir, **QUIET)  # type: ignore[arg-type]
+    assert resumed["status"] == "finished" and resumed["epochs_done"] == 4
+    a = load_file(str(full_dir / "checkpoints" / "last.safetensors"))
+    b = load_file(str(part_dir / "checkpoints" / "last.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("epoch_time_s", "images_per_s")}  # noqa: E731
+    la = [strip(json.loads(x)) for x in (full_dir / "metrics.jsonl").read_text().splitlines()]
+    lb = [strip(json.loads(x)) for x in (part_dir / "metrics.jsonl").read_text().splitlines()]
+    assert la == lb
+    assert full["last_epoch_test_acc"] == resumed["last_epoch_test_acc"]
+
+
+@dataclass
+class _NanParams:
+    bad_step: int = 25
+
+
+@register_method("test_nan_at_step", "test only: CE that turns NaN at a given step")
+class _NanAtStep(Distiller):
+    Params = _NanParams
+    needs_teacher = False
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    def forward_train(self, x, y, index):
+        self.steps += 1
+        logits = self.student(x)
+        poison = torch.where(self.steps == self.params.bad_step, float("nan"), 0.0)
+        return logits, {"ce": cross_entropy(logits, y), "aux": poison}
+
+
+def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(tmp_path):
+    # digits: 1348 training images, batch 64 → 22 steps per epoch; step 25 is in epoch 2.
+    cfg = load_config(None, [*digits_overrides(tmp_path, 3, **{"engine.log_interval": 50}),
+                             "student.name=resnet8", "method.name=test_nan_at_step", "name=nan"])  # fmt: skip
+    with pytest.raises(NonFiniteLossError, match="at step 25 \\(terms: aux\\)") as info:
+        train(cfg, **QUIET)
+    assert info.value.step == 25 and info.value.terms == ["aux"]
+    last = load_file(str(tmp_path / "nan" / "checkpoints" / "last.safetensors"))
+    assert all(torch.isfinite(v).all() for k, v in last.items() if v.is_floating_point())
+    lines = (tmp_path / "nan" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1]
+
+
+def test_missing_teacher_checkpoint_is_a_clear_error(tmp_path):
+    cfg = load_config(None, [*digits_overrides(tmp_path, 1), "method.name=kd", "teacher.name=resnet8"])
+    with pytest.raises(ConfigError, match="teacher.checkpoint is not set"):
+        train(cfg, **QUIET)
+
+
+def test_teacher_with_other_class_count_is_refused(tmp_path, digits_teacher):
+    # The digits teacher has 10 classes; a 2-class folder dataset cannot use it.
+    import numpy as np
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / "two" / split / c).mkdir(parents=True)
+            Image.fromarray(np.zeros((8, 8), np.uint8), "L").save(tmp_path / "two" / split / c / "0.png")
+    cfg = load_config(None, [*digits_overrides(tmp_path, 1), f"data.dataset=imagefolder:{tmp_path / 'two'}",
+                             "method.name=kd", "student.name=resnet8", "teacher.name=resnet14",
+                             f"teacher.checkpoint={digits_teacher}"])  # fmt: skip
+    with pytest.raises(KdlabError, match="has 10 classes but the dataset has 2"):
+        train(cfg, **QUIET)
+
+
+def test_export_roundtrip(digits_teacher, tmp_path):
+    card = export_run(digits_teacher, tmp_path / "export")
+    assert card["student_parameters"] == card["exported_parameters"] > 0
+    program = torch.export.load(str(tmp_path / "export" / "model.pt2"))
+    from kdlab.data import load_dataset
+    from kdlab.experiment import load_trained
+    from kdlab.views import Normalize
+
+    images = load_dataset("digits").test.images[:7]
+    method, _, meta = load_trained(digits_teacher)
+    with torch.no_grad():
+        expected = method.predict(Normalize(meta["data"]["mean"], meta["data"]["std"])(images))
+    torch.testing.assert_close(program.module()(images), expected)
+    saved = json.loads((tmp_path / "export" / "model.json").read_text())
+    assert saved["num_classes"] == 10 and saved["input"]["dtype"] == "uint8"
+    assert str(tmp_path) not in (tmp_path / "export" / "model.json").read_text()
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "f.txt"
+    target.write_text("good")
+
+    def failing(tmp):
+        tmp.write_text("half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(KdlabError, match="No space left on device; the previous file is intact"):
+        atomic_write(target, failing)
+    assert target.read_text() == "good" and list(tmp_path.iterdir()) == [target]
