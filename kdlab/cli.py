@@ -1,4 +1,4 @@
-"""The `kdlab` command line: demo | train | distill | eval | export | models | methods."""
+"""The `kdlab` command line: demo | train | distill | eval | export | tstddev | models | methods | views."""
 
 from __future__ import annotations
 
@@ -42,7 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: RUN_DIR/export)")
     p.add_argument("--which", default="best", choices=["best", "last"])
 
+    p = sub.add_parser("tstddev", help="T. stddev of strong views for a trained teacher (lower is better)")
+    p.add_argument("--config", help="YAML config file with teacher.* and data.*")
+    p.add_argument("--views", help="comma-separated views to rank (default: views.strong of the config)")
+    p.add_argument("--epochs", type=int, default=1, help="passes over the training split per view")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value")
+
     sub.add_parser("models", help="list the model zoo with parameter counts")
+    sub.add_parser("views", help="list the augmentation views with their parameters")
     sub.add_parser("methods", help="list the training methods")
     return parser
 
@@ -89,6 +96,40 @@ def _run(args: argparse.Namespace) -> int:
         card = export_run(args.path, args.out, args.which)
         card.pop("classes")
         console.print_json(json.dumps(card))
+        return 0
+    if args.command == "tstddev":
+        from kdlab.config import load_config
+        from kdlab.errors import ConfigError
+        from kdlab.tstddev import run_tstddev
+        from kdlab.ui import table
+
+        cfg = load_config(args.config, args.overrides)
+        views = args.views.split(",") if args.views else ([cfg.views.strong] if cfg.views.strong else [])
+        if not views:
+            raise ConfigError("name the views to measure: --views identity,cutmix,… or views.strong=…")
+        out, results = run_tstddev(cfg, views, args.epochs, log=lambda m: console.print(m, style="dim"))
+        rows = [[i + 1, v, f"{s:.6f}"] for i, (v, s) in enumerate(sorted(results.items(), key=lambda kv: kv[1]))]
+        console.print(table("T. stddev ranking (lower is better)", ["rank", "view", "T. stddev"], rows))
+        console.print(f"written: {out / 'tstddev.json'}")
+        return 0
+    if args.command == "views":
+        import dataclasses
+
+        from kdlab.ui import table
+        from kdlab.views import STANDARD_VIEWS, VIEWS
+
+        rows = []
+        for name in VIEWS:
+            cls = VIEWS.get(name)
+            params = {f.name: f.default for f in dataclasses.fields(cls.Params)}
+            params = {k: v for k, v in params.items() if k not in ("strength", "per_batch_compat")}
+            rows.append([name, cls.summary, json.dumps(params)])
+        console.print(
+            table("strong views (views.strong=NAME, views.params.KEY=VALUE)", ["name", "what", "parameters"], rows)
+        )
+        console.print("every strong view also takes views.strength (probability per sample, default 1.0) and")
+        console.print("views.per_batch_compat (one transform per batch, as the released code did; default false)")
+        console.print(f"standard views (views.standard=…): {', '.join(STANDARD_VIEWS)}")
         return 0
     if args.command == "models":
         from kdlab.models import MODELS, create_model

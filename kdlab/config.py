@@ -36,6 +36,19 @@ class DataConfig:
 
 
 @dataclass
+class ViewsConfig:
+    """Augmentation views. `standard` makes x (crop_flip uses data.crop_padding / data.flip); `strong` names the
+    view x' applied on top of x (`kdlab views` lists them), with `strength` = probability per sample and the
+    view's own parameters in `params`."""
+
+    standard: Literal["crop_flip", "weak", "strong", "none"] = "crop_flip"
+    strong: str | None = None
+    strength: float = 1.0
+    per_batch_compat: bool = False  # released-code behaviour: one transform per batch
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class ModelConfig:
     """A model from the zoo (`name`) or from a user function (`factory: path/to/file.py:build`)."""
 
@@ -96,6 +109,7 @@ class RunConfig:
     student: ModelConfig = field(default_factory=ModelConfig)
     teacher: ModelConfig | None = None
     method: dict[str, Any] = field(default_factory=lambda: {"name": "ce"})
+    views: ViewsConfig = field(default_factory=ViewsConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)

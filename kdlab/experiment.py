@@ -191,7 +191,7 @@ def evaluate_path(path: str | Path, dataset: str | None = None, which: str = "be
     """Test accuracy and loss of a trained run folder / checkpoint on its own or another dataset."""
     from kdlab.data import DeviceLoader
     from kdlab.engine.trainer import autocast_context
-    from kdlab.views import StandardView
+    from kdlab.views import Normalize, to_unit
 
     method, cfg, meta = load_trained(path, which)
     spec = dataset or cfg.data.dataset
@@ -202,12 +202,12 @@ def evaluate_path(path: str | Path, dataset: str | None = None, which: str = "be
         )
     device = resolve_device(cfg.engine.device)
     method.to(device)
-    view = StandardView(meta["data"]["mean"], meta["data"]["std"]).to(device).eval()
+    normalize = Normalize(meta["data"]["mean"], meta["data"]["std"]).to(device)
     loader = DeviceLoader(data.test, cfg.data.eval_batch_size, device, shuffle=False)
     correct, loss_sum = 0.0, 0.0
     with torch.no_grad(), autocast_context(device, cfg.engine.amp):
         for batch in loader:
-            logits = method.predict(view(batch.images)).float()
+            logits = method.predict(normalize(to_unit(batch.images))).float()
             correct += (logits.argmax(1) == batch.labels).sum().item()
             loss_sum += torch.nn.functional.cross_entropy(logits, batch.labels, reduction="sum").item()
     n = len(data.test)

@@ -15,7 +15,7 @@ from torch import nn
 from kdlab.experiment import load_trained
 from kdlab.io import atomic_write, atomic_write_json
 from kdlab.methods import Distiller
-from kdlab.views import Normalize
+from kdlab.views import Normalize, to_unit
 
 
 class InferenceModel(nn.Module):
@@ -27,7 +27,7 @@ class InferenceModel(nn.Module):
         self.method = method
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.method.predict(self.normalize(images))
+        return self.method.predict(self.normalize(to_unit(images)))
 
 
 def export_run(path: str | Path, out_dir: str | Path | None = None, which: str = "best") -> dict[str, Any]:

@@ -42,8 +42,11 @@ def progress_bar(enabled: bool = True) -> Iterator[Progress | None]:
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     t = Table(title=title)
-    for c in columns:
-        t.add_column(c, justify="right" if c not in columns[:1] else "left")
+    for i, c in enumerate(columns):
+        numeric = all(
+            isinstance(r[i], int | float) or str(r[i]).rstrip("M%").replace(".", "", 1).isdigit() for r in rows
+        )
+        t.add_column(c, justify="right" if numeric and rows else "left")
     for r in rows:
         t.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r])
     return t

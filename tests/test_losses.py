@@ -5,6 +5,7 @@ import torch
 
 from kdlab.losses import cross_entropy, kd
 from kdlab.methods import Teacher, build_method
+from kdlab.views import TrainBatch
 
 
 def _softmax(v):
@@ -36,7 +37,7 @@ def test_kd_method_combines_terms_with_weights():
     teacher = Teacher(torch.nn.Linear(4, 3), {})
     method = build_method({"name": "kd", "ce_weight": 0.3, "kd_weight": 0.7, "temperature": 2.0}, student, [teacher])
     x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
-    _, terms = method.forward_train(x, y, torch.arange(5))
+    _, terms = method.forward_train(TrainBatch(x, y, torch.arange(5)))
     assert set(terms) == {"ce", "kd"}
     torch.testing.assert_close(terms["ce"], 0.3 * cross_entropy(student(x), y))
     torch.testing.assert_close(terms["kd"], 0.7 * kd(student(x), teacher(x), 2.0))

@@ -91,11 +91,11 @@ class _NanAtStep(Distiller):
         super().__init__(*a, **k)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
-    def forward_train(self, x, y, index):
+    def forward_train(self, batch):
         self.steps += 1
-        logits = self.student(x)
+        logits = self.student(batch.x)
         poison = torch.where(self.steps == self.params.bad_step, float("nan"), 0.0)
-        return logits, {"ce": cross_entropy(logits, y), "aux": poison}
+        return logits, {"ce": cross_entropy(logits, batch.y), "aux": poison}
 
 
 def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(tmp_path):
@@ -144,7 +144,7 @@ def test_export_roundtrip(digits_teacher, tmp_path):
     images = load_dataset("digits").test.images[:7]
     method, _, meta = load_trained(digits_teacher)
     with torch.no_grad():
-        expected = method.predict(Normalize(meta["data"]["mean"], meta["data"]["std"])(images))
+        expected = method.predict(Normalize(meta["data"]["mean"], meta["data"]["std"])(images.float() / 255))
     torch.testing.assert_close(program.module()(images), expected)
     saved = json.loads((tmp_path / "export" / "model.json").read_text())
     assert saved["num_classes"] == 10 and saved["input"]["dtype"] == "uint8"

@@ -21,10 +21,11 @@ from kdlab.config import RunConfig, to_dict
 from kdlab.data import DeviceLoader, ImageDataset
 from kdlab.engine.schedule import LRSchedule
 from kdlab.engine.state import load_training_state, optimizer_from_flat, save_training_state
-from kdlab.errors import CheckpointError, NonFiniteLossError
+from kdlab.errors import CheckpointError, ConfigError, NonFiniteLossError
 from kdlab.io import atomic_write_json, atomic_write_text
 from kdlab.methods.base import Distiller
-from kdlab.views import StandardView
+from kdlab.views import Normalize, StandardView, ViewPipeline, build_view, to_unit
+from kdlab.views.pick import CutMixPick
 
 
 @dataclass
@@ -66,7 +67,14 @@ class Trainer:
         self.memory_format = torch.channels_last if eng.channels_last else torch.contiguous_format
         if eng.channels_last:
             self.method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.view = StandardView(data.mean, data.std, cfg.data.crop_padding, cfg.data.flip).to(device)
+        self.views = build_pipeline(cfg, data).to(device)
+        self.scorer = None
+        if isinstance(self.views.strong, CutMixPick):
+            pp = self.views.strong.params
+            self.views.strong.n_pick(cfg.data.batch_size)  # n_pick > pool is a config error, now
+            if not method.teachers and pp.score != "student_entropy":
+                raise ConfigError(f"cutmix_pick with score={pp.score} needs a teacher")
+            self.scorer = lambda x: method.score_candidates(x, pp.score, pp.temperature, pp.bn_update_compat)
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(cfg.seed)
         self.train_loader = DeviceLoader(
@@ -98,11 +106,10 @@ class Trainer:
     @torch.no_grad()
     def predict(self, fn: Callable[[torch.Tensor], torch.Tensor], loader: DeviceLoader) -> torch.Tensor:
         """Float32 logits (N, K) of `fn` over `loader`, in loader order, on the device."""
-        self.view.eval()
         out = []
         with autocast_context(self.device, self.cfg.engine.amp):
             for batch in loader:
-                x = self.view(batch.images).contiguous(memory_format=self.memory_format)
+                x = self.views.normalize(to_unit(batch.images)).contiguous(memory_format=self.memory_format)
                 out.append(fn(x).float())
         return torch.cat(out)
 
@@ -143,9 +150,9 @@ class Trainer:
         self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step. Returns (loss terms (T,), correct count) as device tensors, no host sync."""
-        x = self.view(images, self.generator).contiguous(memory_format=self.memory_format)
         with autocast_context(self.device, self.cfg.engine.amp):
-            logits, terms = self.method.forward_train(x, labels, index)
+            batch = self.views(images, labels, index, self.generator, self.scorer, self.memory_format)
+            logits, terms = self.method.forward_train(batch)
         values = torch.stack([t.float() for t in terms.values()])
         loss = values.sum()
         self.optimizer.zero_grad(set_to_none=True)
@@ -158,7 +165,7 @@ class Trainer:
     def train_epoch(self, epoch: int, progress: Any = None, task: Any = None) -> dict[str, float]:
         """One pass over the training split; returns mean loss terms and accuracy (host floats)."""
         self.method.train()
-        self.view.train()
+        self.views.train()
         steps = len(self.train_loader)
         sums: torch.Tensor | None = None
         correct = torch.zeros((), dtype=torch.long, device=self.device)
@@ -193,6 +200,7 @@ class Trainer:
         out = {f"train_{n}": v for n, v in zip(self._term_names, means)}
         out["train_loss"] = sum(means)
         out["train_acc"] = correct.item() / seen * 100
+        out.update(self.views.pop_stats())
         return out
 
     def _check_finite(self, first_bad: torch.Tensor, bad_terms: torch.Tensor | None) -> None:
@@ -344,3 +352,14 @@ def _epoch_line(r: dict[str, Any], epochs: int) -> str:
         parts.append(f"agree {r['agreement']:.1f}%")
     parts.append(f"{r['images_per_s']:.0f} img/s")
     return "  ".join(parts)
+
+
+def build_pipeline(cfg: RunConfig, data: ImageDataset) -> ViewPipeline:
+    """The configured standard view, optional strong view and normalisation for `data`."""
+    size = data.image_shape[1]
+    standard = StandardView(cfg.views.standard, size, cfg.data.crop_padding, cfg.data.flip)
+    strong = None
+    if cfg.views.strong:
+        params = {"strength": cfg.views.strength, "per_batch_compat": cfg.views.per_batch_compat, **cfg.views.params}
+        strong = build_view(cfg.views.strong, params, size)
+    return ViewPipeline(standard, Normalize(data.mean, data.std), strong)

@@ -6,11 +6,30 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kdlab.config import from_dict, to_dict
 from kdlab.errors import ConfigError
 from kdlab.registry import Registry
+from kdlab.views.base import MixInfo
+from kdlab.views.pipeline import TrainBatch
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Per-row entropy (nats) of softmax(logits) at T=1: (N, K) → (N,)."""
+    logp = F.log_softmax(logits.float(), 1)
+    return -(logp.exp() * logp).sum(1)
+
+
+def mixed_cross_entropy(logits: torch.Tensor, y: torch.Tensor, mix: MixInfo | None) -> torch.Tensor:
+    """CE against mixed labels: mean of λ·CE(s, y[src]) + (1 − λ)·CE(s, y[partner]); plain CE when unmixed."""
+    if mix is None:
+        return F.cross_entropy(logits.float(), y)
+    logp = F.log_softmax(logits.float(), 1)
+    nll_src = -logp.gather(1, y[mix.src][:, None]).squeeze(1)
+    nll_partner = -logp.gather(1, y[mix.partner][:, None]).squeeze(1)
+    return (mix.lam * nll_src + (1 - mix.lam) * nll_partner).mean()
 
 
 class Teacher(nn.Module):
@@ -35,9 +54,10 @@ class Teacher(nn.Module):
 class Distiller(nn.Module):
     """A training method. Holds the student and its teachers.
 
-    `forward_train(x, y, index)` takes a normalised batch x (B, C, H, W), labels y (B,) and sample ids
-    (B,), and returns the student logits (B, K) and a dict of named, already-weighted scalar loss terms whose
-    sum is minimised. `predict(x)` is the inference path (the student, unless a method says otherwise)."""
+    `forward_train(batch)` takes a TrainBatch (normalised standard view x (B, C, H, W), labels y (B,), sample
+    ids (B,), and optionally a strong view x' with its mixing info) and returns the student logits on x
+    (B, K) and a dict of named, already-weighted scalar loss terms whose sum is minimised. `predict(x)` is
+    the inference path (the student, unless a method says otherwise)."""
 
     Params: ClassVar[type] = object
     needs_teacher: ClassVar[bool] = True
@@ -48,10 +68,41 @@ class Distiller(nn.Module):
         self.teachers = nn.ModuleList(teachers)
         self.params = params
 
-    def forward_train(
-        self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+    @torch.no_grad()
+    def teacher_logits(self, *views: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Each teacher's logits on each view, from one forward per teacher over the concatenated views
+        (teachers are in eval mode, so concatenating changes nothing). → [teacher][view] (B_v, K)."""
+        sizes = [v.shape[0] for v in views]
+        joined = torch.cat(views) if len(views) > 1 else views[0]
+        return [list(t(joined).split(sizes)) for t in self.teachers]
+
+    @torch.no_grad()
+    def score_candidates(
+        self, x: torch.Tensor, kind: str, temperature: float, bn_update: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """CutMixPick scores of candidates x (P, C, H, W) → (scores (P,), teacher logits per teacher).
+
+        `kld`: per-sample KL(softmax(t/τ) ‖ softmax(s/τ)) with the teacher ensemble's mean logits (no τ²);
+        `teacher_entropy` / `student_entropy`: entropy of softmax at T=1. The student scores in eval mode
+        unless `bn_update` (the released code's train-mode scoring, which updates BN statistics)."""
+        t_logits = [t(x) for t in self.teachers] if self.teachers else None
+        if kind == "teacher_entropy":
+            assert t_logits is not None
+            return entropy(torch.stack(t_logits).mean(0)), t_logits
+        was_training = self.student.training
+        self.student.train(bn_update)
+        s = self.student(x).float()
+        self.student.train(was_training)
+        if kind == "student_entropy":
+            return entropy(s), t_logits
+        assert t_logits is not None
+        t = torch.stack(t_logits).mean(0).float()
+        log_pt = F.log_softmax(t / temperature, 1)
+        log_ps = F.log_softmax(s / temperature, 1)
+        return (log_pt.exp() * (log_pt - log_ps)).sum(1), t_logits
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, K) of the model being trained, for evaluation and export."""

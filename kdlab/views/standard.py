@@ -9,35 +9,50 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def random_crop_flip(
-    images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator | None = None
+def crop_flip(
+    images: torch.Tensor, padding: int, offsets: torch.Tensor | None, flipped: torch.Tensor | None
 ) -> torch.Tensor:
-    """Per-sample RandomCrop(H×W, padding) + RandomHorizontalFlip(0.5) in one gather.
+    """Crop each sample of the zero-padded batch at its (dy, dx) offset and mirror where `flipped`, in one gather.
 
-    images: (B, C, H, W) of any dtype; returns the same shape and dtype. Each sample draws its own offsets
-    (uniform in [0, 2·padding]) and its own flip."""
+    images: (B, C, H, W) any dtype; offsets: int (B, 2) in [0, 2·padding] or None; flipped: bool (B,) or None.
+    Returns (B, C, H, W), same dtype."""
     b, c, h, w = images.shape
     dev = images.device
-    if padding == 0 and not flip:
-        return images
     rows = torch.arange(h, device=dev).expand(b, h)
     cols = torch.arange(w, device=dev).expand(b, w)
     src = images
-    if padding > 0:
+    if padding > 0 and offsets is not None:
         src = F.pad(images, (padding, padding, padding, padding))
-        offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator, device=dev)
         rows = rows + offsets[:, :1]
         cols = cols + offsets[:, 1:]
-    if flip:
-        flipped = torch.rand(b, generator=generator, device=dev) < 0.5
+    if flipped is not None:
         cols = torch.where(flipped[:, None], cols.flip(1), cols)
     bi = torch.arange(b, device=dev)[:, None, None, None]
     ci = torch.arange(c, device=dev)[None, :, None, None]
     return src[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
 
 
+def random_crop_flip(
+    images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator | None = None, per_batch: bool = False
+) -> torch.Tensor:
+    """Per-sample RandomCrop(H×W, padding) + RandomHorizontalFlip(0.5).
+
+    images: (B, C, H, W) of any dtype; returns the same shape and dtype. Each sample draws its own offsets
+    (uniform in [0, 2·padding]) and flip; with `per_batch` one draw is shared by the whole batch."""
+    if padding == 0 and not flip:
+        return images
+    b, dev = images.shape[0], images.device
+    n = 1 if per_batch else b
+    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator, device=dev) if padding > 0 else None
+    flipped = torch.rand(n, generator=generator, device=dev) < 0.5 if flip else None
+    if per_batch:
+        offsets = offsets.expand(b, 2) if offsets is not None else None
+        flipped = flipped.expand(b) if flipped is not None else None
+    return crop_flip(images, padding, offsets, flipped)
+
+
 class Normalize(nn.Module):
-    """uint8 or [0, 255]-scaled images → float (x/255 − mean)/std per channel. Mean/std are in [0, 1] units."""
+    """Float images in [0, 1] (B, C, H, W) → (x − mean) / std per channel. Mean/std are in [0, 1] units."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
@@ -45,23 +60,69 @@ class Normalize(nn.Module):
         s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.scale: torch.Tensor
         self.shift: torch.Tensor
-        self.register_buffer("scale", 1.0 / (255.0 * s), persistent=False)
+        self.register_buffer("scale", 1.0 / s, persistent=False)
         self.register_buffer("shift", -m / s, persistent=False)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.shift, images.float(), self.scale)
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, x01.float(), self.scale)
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, C, H, W) → float32 in [0, 1]."""
+    return images.float().mul_(1.0 / 255.0) if images.dtype == torch.uint8 else images.float()
+
+
+STANDARD_VIEWS = ("crop_flip", "weak", "strong", "none")
 
 
 class StandardView(nn.Module):
-    """uint8 batch → normalised float batch with the standard augmentation (crop+flip) when training."""
+    """uint8 batch → float [0, 1] batch with the standard training augmentation (none in eval mode).
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], padding: int = 4, flip: bool = True):
+    kinds: `crop_flip` — per-sample RandomCrop(padding) + flip (the CRD protocol); `weak` — paper C's
+    RandomResizedCrop(scale 0.2–1) + flip + rotation ±15°; `strong` — `weak` + AutoAugment (CIFAR10 policy at
+    ≤ 32 px, else ImageNet) + Cutout (16 px at 224, scaled with the image); `none`."""
+
+    def __init__(self, kind: str = "crop_flip", image_size: int = 32, padding: int = 4, flip: bool = True):
         super().__init__()
+        if kind not in STANDARD_VIEWS:
+            from kdlab.errors import ConfigError
+
+            raise ConfigError(f"views.standard must be one of {', '.join(STANDARD_VIEWS)}; got {kind!r}")
+        self.kind = kind
         self.padding = padding
         self.flip = flip
-        self.normalize = Normalize(mean, std)
+        self.ops: nn.Module | None = None
+        if kind in ("weak", "strong"):
+            import kornia.augmentation as K
+
+            ops: list[nn.Module] = [
+                K.RandomResizedCrop((image_size, image_size), scale=(0.2, 1.0)),
+                K.RandomHorizontalFlip(),
+                K.RandomRotation(15.0, p=1.0),
+            ]
+            if kind == "strong":
+                from kdlab.views.policies import AutoAugmentParams, AutoAugmentView
+                from kdlab.views.simple import Cutout, CutoutParams
+
+                ops.append(_ViewAsOp(AutoAugmentView(AutoAugmentParams(), image_size)))
+                ops.append(_ViewAsOp(Cutout(CutoutParams(size=max(1, round(16 * image_size / 224))), image_size)))
+            self.ops = nn.Sequential(*ops)
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if self.training:
-            images = random_crop_flip(images, self.padding, self.flip, generator)
-        return self.normalize(images)
+        if not self.training or self.kind == "none":
+            return to_unit(images)
+        if self.kind == "crop_flip":
+            return to_unit(random_crop_flip(images, self.padding, self.flip, generator))
+        assert self.ops is not None
+        return self.ops(to_unit(images)).clamp_(0, 1)
+
+
+class _ViewAsOp(nn.Module):
+    """Wrap a strong view (x → ViewOutput) as a plain image op inside a standard preset."""
+
+    def __init__(self, view: nn.Module):
+        super().__init__()
+        self.view = view
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.view(x).images

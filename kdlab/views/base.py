@@ -1,0 +1,149 @@
+"""Strong views x' (applied on top of the standard view x): the interface, registry and shared helpers.
+
+A strong view maps a float batch in [0, 1] (B, C, H, W) to a ViewOutput: the new images and, for mixing
+views, which two source images each output came from and with what weight (for mixed-label baselines).
+Randomness is drawn per sample from the given torch.Generator unless `per_batch_compat` is set, which
+reproduces the released code's one-transform-per-batch behaviour (METHODS.md A)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from kdlab.config import from_dict
+from kdlab.errors import ConfigError
+from kdlab.registry import Registry
+
+
+@dataclass
+class MixInfo:
+    """For output i: source image `src[i]` with weight `lam[i]` and partner `partner[i]` with 1 − lam[i].
+
+    All (B',) tensors; `src`/`partner` index the input batch, `lam` is float in [0, 1]."""
+
+    src: torch.Tensor
+    partner: torch.Tensor
+    lam: torch.Tensor
+
+    def select(self, keep: torch.Tensor) -> MixInfo:
+        return MixInfo(self.src[keep], self.partner[keep], self.lam[keep])
+
+
+@dataclass
+class ViewOutput:
+    """images: float (B', C, H, W) in [0, 1]; mix: MixInfo for mixing views, else None (output i ↔ input i)."""
+
+    images: torch.Tensor
+    mix: MixInfo | None = None
+
+
+@dataclass
+class ViewParams:
+    """Parameters every strong view has. `strength` is the probability that a sample gets the view
+    (others keep x): one axis for sweeps over augmentation strength."""
+
+    strength: float = 1.0
+    per_batch_compat: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.strength <= 1.0:
+            raise ConfigError(f"views.strength must be in [0, 1], got {self.strength}")
+
+
+class StrongView(nn.Module):
+    """Base class: subclasses implement `transform(x, g) -> ViewOutput` for every sample of x."""
+
+    Params: ClassVar[type] = ViewParams
+    summary: ClassVar[str] = ""
+
+    def __init__(self, params: Any, image_size: int):
+        super().__init__()
+        self.params = params
+        self.image_size = image_size
+
+    def transform(self, x: torch.Tensor, g: torch.Generator | None) -> ViewOutput:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, g: torch.Generator | None = None) -> ViewOutput:
+        """x: float (B, C, H, W) in [0, 1] → ViewOutput; samples outside `strength` keep x unchanged."""
+        out = self.transform(x, g)
+        s = self.params.strength
+        if s >= 1.0 or out.images.shape[0] != x.shape[0]:
+            return out
+        keep_x = ~bernoulli_mask(x.shape[0], s, g, x.device, self.params.per_batch_compat)
+        images = torch.where(keep_x[:, None, None, None], x, out.images)
+        mix = out.mix
+        if mix is not None:
+            ar = torch.arange(x.shape[0], device=x.device)
+            mix = MixInfo(
+                torch.where(keep_x, ar, mix.src),
+                torch.where(keep_x, ar, mix.partner),
+                torch.where(keep_x, torch.ones_like(mix.lam), mix.lam),
+            )
+        return ViewOutput(images, mix)
+
+
+VIEWS: Registry[type[StrongView]] = Registry("view", ConfigError)
+
+
+def register_view(name: str) -> Callable[[type[StrongView]], type[StrongView]]:
+    def decorate(cls: type[StrongView]) -> type[StrongView]:
+        VIEWS.add(name, cls)
+        return cls
+
+    return decorate
+
+
+def build_view(name: str, params: dict[str, Any], image_size: int) -> StrongView:
+    """Strong view `name` with its parameters validated (unknown keys fail with suggestions)."""
+    cls = VIEWS.get(name)
+    return cls(from_dict(cls.Params, params, "views"), image_size)
+
+
+# ------------------------------------------------------------------------------------------ random helpers
+
+
+def uniform(n: int, g: torch.Generator | None, device: torch.device, per_batch: bool = False) -> torch.Tensor:
+    """(n,) uniform [0, 1) draws; one value repeated when `per_batch`."""
+    u = torch.rand(1 if per_batch else n, generator=g, device=device)
+    return u.expand(n) if per_batch else u
+
+
+def bernoulli_mask(
+    n: int, p: float, g: torch.Generator | None, device: torch.device, per_batch: bool = False
+) -> torch.Tensor:
+    """(n,) bool, each True with probability p (all equal when `per_batch`)."""
+    return uniform(n, g, device, per_batch) < p
+
+
+def beta(
+    n: int, alpha: float, g: torch.Generator | None, device: torch.device, per_batch: bool = False
+) -> torch.Tensor:
+    """(n,) Beta(α, α) draws. α = 1 (uniform) uses the generator; other α use torch's global RNG (seeded by the
+    run and saved in checkpoints), since torch's Beta sampler takes no generator."""
+    m = 1 if per_batch else n
+    if alpha == 1.0:
+        lam = torch.rand(m, generator=g, device=device)
+    else:
+        lam = torch.distributions.Beta(torch.tensor(alpha, device=device), torch.tensor(alpha, device=device)).sample(
+            (m,)
+        )
+    return lam.expand(n) if per_batch else lam
+
+
+def derangement(n: int, g: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """A random permutation of range(n) without fixed points (n ≥ 2): no image is mixed with itself.
+
+    Image order[j] is paired with order[j + s], s uniform in 1…n−1, for a uniformly random order: each
+    image's partner is uniform over the others. No host sync."""
+    if n < 2:
+        raise ValueError("mixing needs at least two images in a batch")
+    order = torch.randperm(n, generator=g, device=device)
+    shift = torch.randint(1, n, (1,), generator=g, device=device)
+    perm = torch.empty_like(order)
+    perm[order] = order[(torch.arange(n, device=device) + shift) % n]
+    return perm

@@ -1,0 +1,127 @@
+"""Policy views on kornia's batched ops: AutoAugment (CIFAR10 / ImageNet policies), RandAugment, TrivialAugment.
+
+kornia draws one sub-policy per forward call; kdlab draws one per *sample* and runs each drawn sub-policy
+once on the samples that drew it (at most as many batched calls as there are sub-policies, no per-sample
+Python). Magnitudes and probability gates are per sample inside kornia. With `per_batch_compat` the whole
+batch shares one sub-policy and kornia's ops are switched to `same_on_batch` (one magnitude, one gate)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from kdlab.errors import ConfigError
+from kdlab.views.base import StrongView, ViewOutput, ViewParams, register_view
+
+
+def _same_on_batch(module: nn.Module) -> None:
+    for m in module.modules():
+        if hasattr(m, "same_on_batch"):
+            setattr(m, "same_on_batch", True)  # noqa: B010  (kornia declares it as a plain attribute)
+
+
+def apply_per_sample(x: torch.Tensor, choice: torch.Tensor, branches: list[nn.Module]) -> torch.Tensor:
+    """out[i] = branches[choice[i]](x[i:i+1]), computed as one batched call per branch that was drawn."""
+    out = x.clone()
+    for j in torch.unique(choice).tolist():
+        sel = choice == j
+        out[sel] = branches[j](x[sel]).to(x.dtype)
+    return out
+
+
+class _PolicyView(StrongView):
+    """Shared machinery: `branches` (kornia sub-policies) and `n_layers` draws per sample."""
+
+    n_layers = 1
+
+    def _branches(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def transform(self, x: torch.Tensor, g: torch.Generator | None) -> ViewOutput:
+        branches = self._branches()
+        b = x.shape[0]
+        out = x.clamp(0, 1)
+        for _ in range(self.n_layers):
+            n = 1 if self.params.per_batch_compat else b
+            choice = torch.randint(0, len(branches), (n,), generator=g, device=x.device).expand(b)
+            out = apply_per_sample(out, choice, branches)
+        return ViewOutput(out.clamp(0, 1))
+
+
+@dataclass
+class AutoAugmentParams(ViewParams):
+    policy: str = "auto"  # auto: cifar10 for images ≤ 32 px, imagenet otherwise; or cifar10 | imagenet | svhn
+
+
+@register_view("autoaugment")
+class AutoAugmentView(_PolicyView):
+    """AutoAugment (Cubuk et al. 2019): one of 25 learned two-op sub-policies per sample."""
+
+    Params = AutoAugmentParams
+    summary = "AutoAugment, CIFAR10 policy (≤32 px) or ImageNet policy"
+
+    def __init__(self, params: AutoAugmentParams, image_size: int):
+        super().__init__(params, image_size)
+        from kornia.augmentation.auto import AutoAugment
+
+        policy = params.policy if params.policy != "auto" else ("cifar10" if image_size <= 32 else "imagenet")
+        if policy not in ("cifar10", "imagenet", "svhn"):
+            raise ConfigError(f"views.policy must be auto, cifar10, imagenet or svhn; got {policy!r}")
+        self.policy_name = policy
+        self.kornia = AutoAugment(policy)
+        if params.per_batch_compat:
+            _same_on_batch(self.kornia)
+
+    def _branches(self) -> list[nn.Module]:
+        return list(self.kornia.children())
+
+
+@dataclass
+class RandAugmentParams(ViewParams):
+    n: int = 2
+    m: int = 10  # kornia's magnitude scale, 1…29
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.m <= 29 or self.n < 1:
+            raise ConfigError(f"randaugment needs n ≥ 1 and 1 ≤ m ≤ 29; got n={self.n}, m={self.m}")
+
+
+@register_view("randaugment")
+class RandAugmentView(_PolicyView):
+    """RandAugment (Cubuk et al. 2020): n ops per sample, each drawn uniformly, at magnitude m."""
+
+    Params = RandAugmentParams
+    summary = "RandAugment: n random ops at magnitude m"
+
+    def __init__(self, params: RandAugmentParams, image_size: int):
+        super().__init__(params, image_size)
+        from kornia.augmentation.auto import RandAugment
+
+        self.kornia = RandAugment(n=1, m=params.m)
+        self.n_layers = params.n
+        if params.per_batch_compat:
+            _same_on_batch(self.kornia)
+
+    def _branches(self) -> list[nn.Module]:
+        return list(self.kornia.children())
+
+
+@register_view("trivialaugment")
+class TrivialAugmentView(_PolicyView):
+    """TrivialAugment (Müller & Hutter 2021): one op per sample at a uniformly random magnitude."""
+
+    summary = "TrivialAugment: one random op, random magnitude"
+
+    def __init__(self, params: ViewParams, image_size: int):
+        super().__init__(params, image_size)
+        from kornia.augmentation.auto import TrivialAugment
+
+        self.kornia = TrivialAugment()
+        if params.per_batch_compat:
+            _same_on_batch(self.kornia)
+
+    def _branches(self) -> list[nn.Module]:
+        return list(self.kornia.children())
