@@ -82,3 +82,12 @@ def test_cosine_schedule_with_warmup():
     s = LRSchedule(cfg, 0.1)
     assert s(0) < 0.001 and s(1) == pytest.approx(0.05, rel=1e-3)
     assert s(2) == pytest.approx(0.1) and s(6) == pytest.approx(0.05) and s(10) == pytest.approx(0.0)
+
+
+def test_every_shipped_config_loads():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
+    assert len(files) > 60
+    for f in files:
+        load_config(f)
