@@ -87,9 +87,9 @@ def build_run(cfg: RunConfig) -> Run:
     device = resolve_device(cfg.engine.device)
     data = load_dataset(cfg.data.dataset, cfg.data.cache_dir, cfg.data.train_per_class, cfg.data.test_per_class)
     torch.manual_seed(cfg.seed)
-    student, _ = build_student(cfg.student, data)
+    student, student_taps = build_student(cfg.student, data)
     teachers = [build_teacher(cfg.teacher, data, "teacher")] if cfg.teacher else []
-    method = build_method(cfg.method, student, teachers)
+    method = build_method(cfg.method, student, teachers, student_taps, data.image_shape)
     return Run(cfg, data, method, device)
 
 
@@ -148,8 +148,9 @@ def config_from_checkpoint_meta(meta: dict[str, Any]) -> RunConfig:
 def load_trained(path: str | Path, which: str = "best") -> tuple[Distiller, RunConfig, dict[str, Any]]:
     """Rebuild a trained method (student + extra modules) from a run folder or checkpoint file.
 
-    Teachers are rebuilt only when the method's prediction path needs them; for evaluation of the student
-    they are not loaded. Returns (method in eval mode on CPU, config, checkpoint meta)."""
+    A teacher's architecture is rebuilt (without its weights) for methods that take one, so extra modules
+    sized from it (regressors, projectors, a shared classifier) load from the checkpoint.
+    Returns (method in eval mode on CPU, config, checkpoint meta)."""
     from kdlab.engine.state import load_training_state
 
     p = Path(path)
@@ -162,15 +163,16 @@ def load_trained(path: str | Path, which: str = "best") -> tuple[Distiller, RunC
     info = meta["data"]
     shape = tuple(info["image_shape"])
     torch.manual_seed(0)
-    student, _ = build_model(
-        cfg.student.name,
-        info["num_classes"],
-        shape[0],
-        cfg.student.factory,
-        cfg.student.kwargs,
-        cfg.student.taps,
-    )
-    method = build_method({**cfg.method}, student, [_placeholder_teacher()] if _needs_teacher(cfg) else [])
+    n, c = info["num_classes"], shape[0]
+    student, s_taps = build_model(cfg.student.name, n, c, cfg.student.factory, cfg.student.kwargs, cfg.student.taps)
+    teachers = []
+    if cfg.teacher is not None and _needs_teacher(cfg):
+        # The architecture only: what inference needs of the teacher (e.g. a shared classifier) is in the
+        # checkpoint, so the teacher's own weight file need not exist on this machine.
+        t = cfg.teacher
+        t_model, t_taps = build_model(t.name, n, c, t.factory, t.kwargs, t.taps)
+        teachers = [Teacher(t_model, t_taps)]
+    method = build_method({**cfg.method}, student, teachers, s_taps, (shape[0], shape[1], shape[2]))
     method.load_checkpoint_state(model_state)
     method.eval()
     return method, cfg, meta
@@ -180,11 +182,6 @@ def _needs_teacher(cfg: RunConfig) -> bool:
     from kdlab.methods.base import METHODS
 
     return METHODS.get(str(cfg.method["name"])).cls.needs_teacher
-
-
-def _placeholder_teacher() -> Teacher:
-    """Student-only methods (kd) need no teacher to predict; a stand-in satisfies the constructor."""
-    return Teacher(nn.Identity(), {}, "unused")
 
 
 def evaluate_path(path: str | Path, dataset: str | None = None, which: str = "best") -> dict[str, Any]:

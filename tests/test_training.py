@@ -162,3 +162,13 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     with pytest.raises(KdlabError, match="No space left on device; the previous file is intact"):
         atomic_write(target, failing)
     assert target.read_text() == "good" and list(tmp_path.iterdir()) == [target]
+
+
+def test_bf16_autocast_and_channels_last_train(digits_teacher, tmp_path):
+    cfg = load_config(
+        None,
+        [*digits_overrides(tmp_path, 3), "engine.amp=bf16", "engine.channels_last=true", "method.name=kd",
+         "student.name=resnet8", "teacher.name=resnet14", f"teacher.checkpoint={digits_teacher}"],
+    )  # fmt: skip
+    _, summary = train(cfg, **QUIET)
+    assert summary["last_epoch_test_acc"] > 50  # 10 classes: chance is 10%

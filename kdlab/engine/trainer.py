@@ -147,11 +147,12 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ training
 
     def _train_step(
-        self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor
+        self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, epoch: float = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step. Returns (loss terms (T,), correct count) as device tensors, no host sync."""
         with autocast_context(self.device, self.cfg.engine.amp):
             batch = self.views(images, labels, index, self.generator, self.scorer, self.memory_format)
+            batch.epoch = epoch
             logits, terms = self.method.forward_train(batch)
         values = torch.stack([t.float() for t in terms.values()])
         loss = values.sum()
@@ -174,10 +175,11 @@ class Trainer:
         seen = 0
         global_step0 = (epoch - 1) * steps
         for i, batch in enumerate(self.train_loader):
-            lr = self.schedule(epoch - 1 + i / steps)
+            progress_epoch = epoch - 1 + i / steps
+            lr = self.schedule(progress_epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            values, n_correct = self.step_fn(batch.images, batch.labels, batch.index)
+            values, n_correct = self.step_fn(batch.images, batch.labels, batch.index, progress_epoch)
             b = batch.labels.shape[0]
             seen += b
             if sums is None:

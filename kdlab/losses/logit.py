@@ -1,4 +1,4 @@
-"""Logit-based losses."""
+"""Logit-based losses: pure functions, tensors in → scalar out, computed in float32."""
 
 from __future__ import annotations
 
@@ -18,3 +18,65 @@ def kd(logits_s: torch.Tensor, logits_t: torch.Tensor, T: float = 4.0) -> torch.
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy of (B, K) logits against int64 (B,) labels, in float32 (nats)."""
     return F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
+
+
+def _binary_kl(p_t: torch.Tensor, p_s: torch.Tensor) -> torch.Tensor:
+    """Per-row KL between (B, 2) distributions."""
+    return (p_t * (torch.log(p_t.clamp_min(1e-12)) - torch.log(p_s.clamp_min(1e-12)))).sum(1)
+
+
+def dkd_parts(
+    logits_s: torch.Tensor, logits_t: torch.Tensor, target: torch.Tensor, T: float = 4.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoupled KD's two parts per sample, each × T²: (TCKD (B,), NCKD (B,)).
+
+    TCKD = KL over the binary split (target class, all others); NCKD = KL among the non-target classes
+    (renormalised). Identity (Zhao et al. 2022, Eq. 5): KD = TCKD + (1 − p_t[target])·NCKD per sample."""
+    s = logits_s.float() / T
+    t = logits_t.float() / T
+    gt = F.one_hot(target, s.shape[1]).bool()
+    p_s, p_t = s.softmax(1), t.softmax(1)
+    bin_s = torch.stack([p_s[gt], p_s.masked_fill(gt, 0).sum(1)], 1)
+    bin_t = torch.stack([p_t[gt], p_t.masked_fill(gt, 0).sum(1)], 1)
+    tckd = _binary_kl(bin_t, bin_s)
+    log_q_s = F.log_softmax(s.masked_fill(gt, float("-inf")), 1).masked_fill(gt, 0)
+    log_q_t = F.log_softmax(t.masked_fill(gt, float("-inf")), 1).masked_fill(gt, 0)
+    nckd = (log_q_t.exp() * (log_q_t - log_q_s)).sum(1)
+    return tckd * T * T, nckd * T * T
+
+
+def dkd(
+    logits_s: torch.Tensor,
+    logits_t: torch.Tensor,
+    target: torch.Tensor,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+    T: float = 4.0,
+) -> torch.Tensor:
+    """DKD (Zhao et al., CVPR 2022): α·TCKD + β·NCKD, batch mean, × T². CIFAR-100 recipe: α=1, β=8, T=4."""
+    tckd, nckd = dkd_parts(logits_s, logits_t, target, T)
+    return (alpha * tckd + beta * nckd).mean()
+
+
+def _pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def dist(
+    logits_s: torch.Tensor, logits_t: torch.Tensor, beta: float = 1.0, gamma: float = 1.0, T: float = 1.0
+) -> torch.Tensor:
+    """DIST (Huang et al., NeurIPS 2022): T²·[β·(1 − mean row Pearson) + γ·(1 − mean column Pearson)]
+    of softmax(·/T). Inter-class relation = per-sample rows; intra-class = per-class columns."""
+    y_s = (logits_s.float() / T).softmax(1)
+    y_t = (logits_t.float() / T).softmax(1)
+    inter = 1 - _pearson_rows(y_s, y_t).mean()
+    intra = 1 - _pearson_rows(y_s.t(), y_t.t()).mean()
+    return T * T * (beta * inter + gamma * intra)
+
+
+def logit_standardize(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Z-score each row of (B, K) logits (Sun et al., CVPR 2024, "Logit standardization in KD")."""
+    x = logits.float()
+    return (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + eps)

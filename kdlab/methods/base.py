@@ -62,14 +62,29 @@ class Distiller(nn.Module):
     Params: ClassVar[type] = object
     needs_teacher: ClassVar[bool] = True
 
-    def __init__(self, student: nn.Module, teachers: list[Teacher], params: Any):
+    def __init__(
+        self,
+        student: nn.Module,
+        teachers: list[Teacher],
+        params: Any,
+        student_taps: dict[str, str] | None = None,
+        image_shape: tuple[int, int, int] = (3, 32, 32),
+    ):
         super().__init__()
         self.student = student
         self.teachers = nn.ModuleList(teachers)
         self.params = params
+        self.student_taps = dict(student_taps or {})
+        self.image_shape = image_shape
 
     def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+    def teacher(self, i: int = 0) -> Teacher:
+        """The i-th teacher, typed."""
+        t = self.teachers[i]
+        assert isinstance(t, Teacher)
+        return t
 
     @torch.no_grad()
     def teacher_logits(self, *views: torch.Tensor) -> list[list[torch.Tensor]]:
@@ -162,10 +177,19 @@ def resolve_method_params(method_cfg: dict[str, Any]) -> tuple[str, Any]:
     return name, from_dict(entry.cls.Params, cfg, "method")
 
 
-def build_method(method_cfg: dict[str, Any], student: nn.Module, teachers: list[Teacher]) -> Distiller:
-    """Instantiate the configured method; a method that needs a teacher fails clearly without one."""
+def build_method(
+    method_cfg: dict[str, Any],
+    student: nn.Module,
+    teachers: list[Teacher],
+    student_taps: dict[str, str] | None = None,
+    image_shape: tuple[int, int, int] = (3, 32, 32),
+) -> Distiller:
+    """Instantiate the configured method; a method that needs a teacher fails clearly without one.
+
+    `student_taps` (role → module path) and `image_shape` (C, H, W) let feature methods size their extra
+    modules (regressors, projectors) by probing the models once."""
     name, params = resolve_method_params(method_cfg)
     cls = METHODS.get(name).cls
     if cls.needs_teacher and not teachers:
         raise ConfigError(f"method {name!r} needs a teacher: set teacher.name and teacher.checkpoint")
-    return cls(student, teachers, params)
+    return cls(student, teachers, params, student_taps, image_shape)

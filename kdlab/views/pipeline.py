@@ -28,6 +28,7 @@ class TrainBatch:
     x_strong: torch.Tensor | None = None
     mix: MixInfo | None = None
     teacher_strong: list[torch.Tensor] | None = None
+    epoch: float = 0.0  # fractional epoch of this step, 0-based (for warm-ups)
 
 
 class ViewPipeline(nn.Module):

@@ -1,0 +1,119 @@
+"""Shared machinery of feature-based methods: taps by role, shape probing, and the CE + KD + feature recipe
+applied to the standard view and (with a strong view) to the teacher-labelled x' as well."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdlab.errors import ConfigError
+from kdlab.losses import cross_entropy, kd
+from kdlab.methods.base import Distiller, Teacher
+from kdlab.models.features import FeatureExtractor
+from kdlab.views import TrainBatch
+
+
+@dataclass
+class FeatureParams:
+    """CRD-benchmark recipe for feature methods: 1·CE + 0·KD + β·feature loss (β per method)."""
+
+    ce_weight: float = 1.0
+    kd_weight: float = 0.0
+    temperature: float = 4.0
+    feat_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ConfigError(f"method.temperature must be > 0, got {self.temperature}")
+
+
+def _paths(taps: dict[str, str], roles: tuple[str, ...], who: str) -> list[str]:
+    missing = [r for r in roles if r not in taps]
+    if missing:
+        raise ConfigError(
+            f"the {who} declares no tap for {missing}; give {who}.taps.{missing[0]}=MODULE_PATH in the config"
+        )
+    return [taps[r] for r in roles]
+
+
+class FeatureDistiller(Distiller):
+    """Base class. Subclasses name the tap roles they compare in `tap_roles()` (default ('feature',); e.g.
+    ('stage1', 'stage2', 'stage3')), may build extra modules in `build_extras(s_shapes, t_shapes)`, and
+    implement `feature_loss(s_feats, t_feats) -> scalar`. Feature lists follow `tap_roles()` order."""
+
+    Params: ClassVar[type] = FeatureParams
+
+    def tap_roles(self) -> tuple[str, ...]:
+        return ("feature",)
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teachers: list[Teacher],
+        params: Any,
+        student_taps: dict[str, str] | None = None,
+        image_shape: tuple[int, int, int] = (3, 32, 32),
+    ):
+        super().__init__(student, teachers, params, student_taps, image_shape)
+        if len(teachers) != 1:
+            raise ConfigError(f"{type(self).__name__} distills from exactly one teacher")
+        self.s_paths = _paths(self.student_taps, self.tap_roles(), "student")
+        self.t_paths = _paths(self.teacher(0).taps, self.tap_roles(), "teacher")
+        s_feats, t_feats = self._probe()
+        self.build_extras([f.shape for f in s_feats], [f.shape for f in t_feats])
+
+    @torch.no_grad()
+    def _probe(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        x = torch.zeros(2, *self.image_shape)
+        was = self.student.training
+        self.student.eval()
+        _, s = self.student_features(x)
+        self.student.train(was)
+        _, t = self.teacher_features(x)
+        return s, t
+
+    def build_extras(self, s_shapes: list[torch.Size], t_shapes: list[torch.Size]) -> None:
+        """Create trainable modules sized from the probed (B, C, H, W) feature shapes. Default: none."""
+
+    def feature_loss(self, s_feats: list[torch.Tensor], t_feats: list[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def student_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        with FeatureExtractor(self.student, self.s_paths) as fx:
+            logits, feats = fx(x)
+        return logits, [feats[p] for p in self.s_paths]
+
+    @torch.no_grad()
+    def teacher_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        with FeatureExtractor(self.teacher(0).model, self.t_paths) as fx:
+            logits, feats = fx(x)
+        return logits, [feats[p] for p in self.t_paths]
+
+    def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        p: FeatureParams = self.params
+        views = [batch.x] if batch.x_strong is None else [batch.x, batch.x_strong]
+        sizes = [v.shape[0] for v in views]
+        t_logits_all, t_feats_all = self.teacher_features(torch.cat(views) if len(views) > 1 else views[0])
+        t_logits = t_logits_all.split(sizes)
+        t_feats = list(zip(*[f.split(sizes) for f in t_feats_all]))  # [view][role]
+        terms: dict[str, torch.Tensor] = {}
+        logits = torch.empty(0)
+        for i, v in enumerate(views):
+            s_logits, s_feats = self.student_features(v)
+            suffix = "" if i == 0 else "_strong"
+            if i == 0:
+                logits = s_logits
+                terms["ce"] = p.ce_weight * cross_entropy(s_logits, batch.y)
+            if p.kd_weight:
+                terms["kd" + suffix] = p.kd_weight * kd(s_logits, t_logits[i], p.temperature)
+            terms["feat" + suffix] = p.feat_weight * self.feature_loss(s_feats, list(t_feats[i]))
+        return logits, terms
+
+
+def pooled(f: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) → (B, C) global average pool (the penultimate embedding)."""
+    return F.adaptive_avg_pool2d(f, 1).flatten(1) if f.ndim == 4 else f.flatten(1)

@@ -1,0 +1,73 @@
+"""`simkd`: Chen et al., "Knowledge Distillation with the Reused Teacher Classifier" (CVPR 2022)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdlab.errors import ConfigError
+from kdlab.losses import align_spatial
+from kdlab.methods.base import register_method
+from kdlab.methods.feature_base import FeatureDistiller
+from kdlab.methods.shared_head import SharedHead
+from kdlab.models.features import FeatureExtractor, get_module
+from kdlab.views import TrainBatch
+
+
+@dataclass
+class SimKDParams:
+    feat_weight: float = 1.0  # β of MSE(proj(F_s), F_t)
+    factor: int = 2  # projector bottleneck factor f
+
+    def __post_init__(self) -> None:
+        if self.factor < 1:
+            raise ConfigError(f"method.factor must be ≥ 1, got {self.factor}")
+
+
+@register_method("simkd", "SimKD: β·MSE(proj(F_s), F_t); predict with the frozen teacher classifier")
+class SimKD(FeatureDistiller):
+    """SimKD: the student's last map goes through a projector (factor f) and the *teacher's* frozen final
+    linear layer. L = β·MSE(proj(F_s), F_t) (maps aligned by adaptive pooling, no CE). Prediction, evaluation
+    and export use projector + shared classifier, and the checkpoint holds both."""
+
+    Params = SimKDParams
+
+    def build_extras(self, s_shapes: list[torch.Size], t_shapes: list[torch.Size]) -> None:
+        t = self.teacher(0)
+        if "classifier" not in t.taps:
+            raise ConfigError("simkd needs the teacher's classifier: give teacher.taps.classifier=MODULE_PATH")
+        head = get_module(t.model, t.taps["classifier"])
+        if not isinstance(head, nn.Linear):
+            raise ConfigError(f"the teacher's classifier tap {t.taps['classifier']!r} is not a Linear layer")
+        self.t_size: tuple[int, int] = (int(t_shapes[0][-2]), int(t_shapes[0][-1]))
+        self.head = SharedHead(s_shapes[0][1], t_shapes[0][1], head, self.params.factor, trainable=False)
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        return {"head": self.head}
+
+    def _student_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with FeatureExtractor(self.student, self.s_paths) as fx:
+            _, feats = fx(x)
+        projected = self.head.project(feats[self.s_paths[0]], self.t_size)
+        return self.head.classify(projected), projected
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self._student_logits(x)[0]
+
+    def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        views = [batch.x] if batch.x_strong is None else [batch.x, batch.x_strong]
+        sizes = [v.shape[0] for v in views]
+        _, t_feats = self.teacher_features(torch.cat(views) if len(views) > 1 else views[0])
+        t_maps = t_feats[0].split(sizes)
+        terms: dict[str, torch.Tensor] = {}
+        logits = torch.empty(0)
+        for i, v in enumerate(views):
+            s_logits, projected = self._student_logits(v)
+            p, t = align_spatial(projected, t_maps[i])
+            terms["feat" if i == 0 else "feat_strong"] = self.params.feat_weight * F.mse_loss(p.float(), t.float())
+            if i == 0:
+                logits = s_logits
+        return logits, terms
