@@ -2,6 +2,7 @@
 checkpoint → eval → export (the prediction path included: SimKD predicts through its shared head)."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -14,14 +15,15 @@ from kdlab.methods import METHODS
 from kdlab.models import create_model
 from kdlab.views import Normalize
 
-FEATURE_AND_LOGIT = ["dkd", "dist", "fitnet", "at", "sp", "rkd", "pkt", "simkd"]
+FEATURE_AND_LOGIT = ["dkd", "dist", "fitnet", "at", "sp", "rkd", "pkt", "simkd", "crd"]
 
 
 def _cfg(tmp_path, teacher, method, epochs=2, *extra):
+    crd = ["method.nce_k=256"] if method == "crd" else []  # digits has 1,348 training images
     return load_config(
         None,
         [*digits_overrides(tmp_path, epochs), f"method.name={method}", "student.name=resnet8",
-         "teacher.name=resnet14", f"teacher.checkpoint={teacher}", *extra],
+         "teacher.name=resnet14", f"teacher.checkpoint={teacher}", *crd, *extra],
     )  # fmt: skip
 
 
@@ -39,7 +41,7 @@ def test_method_trains_and_reloads(method, digits_teacher, tmp_path):
     assert evaluate_path(run_dir)["test_acc"] == pytest.approx(summary["best_test_acc"], abs=1e-6)
 
 
-@pytest.mark.parametrize("method", ["dkd", "fitnet", "simkd"])
+@pytest.mark.parametrize("method", ["dkd", "fitnet", "simkd", "crd"])
 def test_method_composes_with_cutmix_pick(method, digits_teacher, tmp_path):
     run_dir, _ = train(_cfg(tmp_path, digits_teacher, method, 1, "views.strong=cutmix_pick"), log=lambda _: None)
     record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
@@ -65,3 +67,24 @@ def test_simkd_predicts_through_the_shared_head_and_exports(digits_teacher, tmp_
     program = torch.export.load(str(tmp_path / "export" / "model.pt2"))
     torch.testing.assert_close(program.module()(x), via_head)
     assert card["exported_parameters"] > card["student_parameters"]
+
+
+def test_crd_negatives_are_of_other_classes_and_uniform():
+    from kdlab.methods.crd import ContrastMemory, nce_loss
+
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
+    mem = ContrastMemory(8, labels, k=4000, temperature=0.07, momentum=0.5)
+    y = torch.tensor([0, 2, 3])
+    neg = mem.sample_negatives(y, torch.Generator().manual_seed(0))
+    assert neg.shape == (3, 4000)
+    for row, cls in zip(neg, y.tolist()):
+        assert bool((labels[row] != cls).all())
+        counts = torch.bincount(row, minlength=10).float()
+        allowed = labels != cls
+        assert bool((counts[~allowed] == 0).all())
+        expected = 4000 / int(allowed.sum())
+        assert float((counts[allowed] - expected).abs().max()) < 0.25 * expected  # uniform over the others
+    # NCE loss by hand: one positive score p and one negative score q, K=1, N=10 → noise = 0.1
+    p, q = 0.5, 0.2
+    expected = -(math.log(p / (p + 0.1)) + math.log(0.1 / (q + 0.1)))
+    assert nce_loss(torch.tensor([[p, q]]), 10).item() == pytest.approx(expected, rel=1e-5)

@@ -81,6 +81,8 @@ class Trainer:
             data.train, cfg.data.batch_size, device, True, cfg.data.drop_last, self.generator
         )
         self.test_loader = DeviceLoader(data.test, cfg.data.eval_batch_size, device, shuffle=False)
+        if method.needs_train_labels:
+            method.attach_train_labels(self.train_loader.labels, self.generator)
         params = [p for m in method.trainable_modules().values() for p in m.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(
             params,

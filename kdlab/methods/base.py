@@ -61,6 +61,10 @@ class Distiller(nn.Module):
 
     Params: ClassVar[type] = object
     needs_teacher: ClassVar[bool] = True
+    needs_train_labels: ClassVar[bool] = False  # e.g. CRD: memory banks over the training split
+
+    def attach_train_labels(self, labels: torch.Tensor, generator: torch.Generator | None) -> None:
+        """Called by the Trainer before training for methods with `needs_train_labels`."""
 
     def __init__(
         self,

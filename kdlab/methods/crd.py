@@ -1,0 +1,168 @@
+"""`crd`: Tian, Krishnan & Isola, "Contrastive Representation Distillation" (ICLR 2020, arXiv 1910.10699)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdlab.errors import ConfigError
+from kdlab.losses import cross_entropy, kd
+from kdlab.methods.base import register_method
+from kdlab.methods.feature_base import FeatureDistiller, pooled
+from kdlab.views import TrainBatch
+
+
+class Embed(nn.Module):
+    """Linear(D → 128) + L2 normalisation."""
+
+    def __init__(self, dim_in: int, dim_out: int = 128):
+        super().__init__()
+        self.linear = nn.Linear(dim_in, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.linear(x.flatten(1)), dim=1)
+
+
+class ContrastMemory(nn.Module):
+    """Two momentum memory banks (student and teacher embeddings of every training sample) and the NCE
+    scores of positives and K negatives against the *other* model's bank, as in the CRD code.
+
+    Negatives are drawn per sample uniformly from the samples of other classes (CRD's `exact` mode), on
+    the device, from `generator`."""
+
+    def __init__(self, dim: int, labels: torch.Tensor, k: int, temperature: float, momentum: float):
+        super().__init__()
+        n = len(labels)
+        self.n, self.k, self.temperature, self.momentum = n, k, temperature, momentum
+        stdv = 1.0 / math.sqrt(dim / 3)
+        g = torch.Generator().manual_seed(0)
+        self.memory_s: torch.Tensor
+        self.memory_t: torch.Tensor
+        self.register_buffer("memory_s", torch.rand(n, dim, generator=g) * 2 * stdv - stdv)
+        self.register_buffer("memory_t", torch.rand(n, dim, generator=g) * 2 * stdv - stdv)
+        # Normalisation constants Z, estimated on the first batch (−1: not yet), saved with the checkpoint.
+        self.z: torch.Tensor
+        self.register_buffer("z", torch.full((2,), -1.0))
+        order = torch.argsort(labels, stable=True)
+        counts = torch.bincount(labels)
+        self.order: torch.Tensor
+        self.start: torch.Tensor
+        self.count: torch.Tensor
+        self.register_buffer("order", order, persistent=False)
+        self.register_buffer("count", counts, persistent=False)
+        self.register_buffer("start", torch.cumsum(counts, 0) - counts, persistent=False)
+
+    def sample_negatives(self, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """(B, K) indices of samples whose class differs from y[b], uniform over them."""
+        span = self.n - self.count[y]  # how many samples are of another class
+        r = (torch.rand(len(y), self.k, generator=generator, device=y.device) * span[:, None]).long()
+        r = r + (r >= self.start[y][:, None]) * self.count[y][:, None]  # skip the block of class y
+        return self.order[r]
+
+    def forward(
+        self, v_s: torch.Tensor, v_t: torch.Tensor, index: torch.Tensor, negatives: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """v_s, v_t: (B, D) unit embeddings; index (B,); negatives (B, K). → (scores for the student's
+        embedding against the teacher bank, and vice versa), each (B, K+1) with the positive first."""
+        idx = torch.cat([index[:, None], negatives], 1)
+        w_t = self.memory_t[idx]  # (B, K+1, D)
+        w_s = self.memory_s[idx]
+        out_s = torch.exp(torch.bmm(w_t, v_s[:, :, None]).squeeze(2) / self.temperature)
+        out_t = torch.exp(torch.bmm(w_s, v_t[:, :, None]).squeeze(2) / self.temperature)
+        with torch.no_grad():
+            first = self.z < 0
+            est = torch.stack([out_s.mean(), out_t.mean()]) * self.n
+            self.z.copy_(torch.where(first, est, self.z))
+            m = self.momentum
+            self.memory_s[index] = F.normalize(self.memory_s[index] * m + v_s.detach() * (1 - m), dim=1)
+            self.memory_t[index] = F.normalize(self.memory_t[index] * m + v_t.detach() * (1 - m), dim=1)
+        return out_s / self.z[0], out_t / self.z[1]
+
+
+def nce_loss(scores: torch.Tensor, n_data: int, eps: float = 1e-7) -> torch.Tensor:
+    """CRD's NCE loss of (B, K+1) scores, positive first: −mean_b[log D(pos) + Σ log(1 − D(neg))] with
+    D(x) = x / (x + K/N)."""
+    k = scores.shape[1] - 1
+    noise = k / n_data
+    pos = scores[:, 0]
+    neg = scores[:, 1:]
+    log_d1 = torch.log(pos / (pos + noise + eps))
+    log_d0 = torch.log(noise / (neg + noise + eps))
+    return -(log_d1.sum() + log_d0.sum()) / scores.shape[0]
+
+
+@dataclass
+class CRDParams:
+    ce_weight: float = 1.0
+    kd_weight: float = 0.0  # CRD+KD in the paper: 1.0
+    feat_weight: float = 0.8  # β
+    temperature: float = 4.0  # KD temperature (for kd_weight and the strong view)
+    nce_k: int = 16384
+    nce_t: float = 0.07
+    nce_m: float = 0.5
+    embed_dim: int = 128
+    strong_weight: float = 0.9  # teacher-labelled KD on x' (a strong view has no single memory index)
+
+    def __post_init__(self) -> None:
+        if self.nce_k < 1 or self.nce_t <= 0 or not 0 <= self.nce_m < 1:
+            raise ConfigError("crd needs nce_k ≥ 1, nce_t > 0 and 0 ≤ nce_m < 1")
+
+
+@register_method("crd", "CRD: ce + β·NCE contrast with a memory bank, β=0.8, K=16384, τ=0.07")
+class CRD(FeatureDistiller):
+    """CRD: embed the pooled penultimate features of student and teacher (linear → 128, L2-normalised),
+    contrast each sample's embedding with the other model's memory of it (positive) and of K = 16384
+    samples of other classes (negatives), NCE loss, τ = 0.07, memory momentum 0.5.
+    L = CE + β·(L_s + L_t), β = 0.8 (RepDistiller `-r 1 -a 0 -b 0.8`). Needs the loader's sample indices and
+    the training labels (`attach_train_labels`). With a strong view, x' gets a teacher-labelled KD term."""
+
+    Params = CRDParams
+    needs_train_labels = True
+
+    def build_extras(self, s_shapes: list[torch.Size], t_shapes: list[torch.Size]) -> None:
+        self.embed_s = Embed(s_shapes[0][1], self.params.embed_dim)
+        self.embed_t = Embed(t_shapes[0][1], self.params.embed_dim)
+        self.contrast: ContrastMemory | None = None
+        self.generator: torch.Generator | None = None
+
+    def attach_train_labels(self, labels: torch.Tensor, generator: torch.Generator | None) -> None:
+        """Build the memory banks for the training split (labels: int64 (N,), on the training device)."""
+        p: CRDParams = self.params
+        if p.nce_k >= len(labels):
+            raise ConfigError(f"method.nce_k={p.nce_k} must be smaller than the {len(labels)} training samples")
+        self.contrast = ContrastMemory(p.embed_dim, labels.cpu(), p.nce_k, p.nce_t, p.nce_m).to(labels.device)
+        self.generator = generator
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        out: dict[str, nn.Module] = {"embed_s": self.embed_s, "embed_t": self.embed_t}
+        if self.contrast is not None:
+            out["contrast"] = self.contrast
+        return out
+
+    def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        p: CRDParams = self.params
+        assert self.contrast is not None, "attach_train_labels must be called before training"
+        views = [batch.x] if batch.x_strong is None else [batch.x, batch.x_strong]
+        sizes = [v.shape[0] for v in views]
+        t_logits_all, t_feats_all = self.teacher_features(torch.cat(views) if len(views) > 1 else views[0])
+        t_logits = t_logits_all.split(sizes)
+        t_feat = t_feats_all[0].split(sizes)[0]
+        logits, s_feats = self.student_features(batch.x)
+        negatives = self.contrast.sample_negatives(batch.y, self.generator)
+        out_s, out_t = self.contrast(
+            self.embed_s(pooled(s_feats[0]).float()), self.embed_t(pooled(t_feat).float()), batch.index, negatives
+        )
+        n = self.contrast.n
+        terms = {
+            "ce": p.ce_weight * cross_entropy(logits, batch.y),
+            "crd": p.feat_weight * (nce_loss(out_s, n) + nce_loss(out_t, n)),
+        }
+        if p.kd_weight:
+            terms["kd"] = p.kd_weight * kd(logits, t_logits[0], p.temperature)
+        if batch.x_strong is not None:
+            terms["kd_strong"] = p.strong_weight * kd(self.student(batch.x_strong), t_logits[1], p.temperature)
+        return logits, terms
