@@ -165,11 +165,14 @@ class Trainer:
         correct = (logits.detach().argmax(1) == labels).sum()
         return values.detach(), correct
 
-    def train_epoch(self, epoch: int, progress: Any = None, task: Any = None) -> dict[str, float]:
-        """One pass over the training split; returns mean loss terms and accuracy (host floats)."""
+    def train_epoch(
+        self, epoch: int, progress: Any = None, task: Any = None, max_steps: int | None = None
+    ) -> dict[str, float]:
+        """One pass over the training split (or its first `max_steps` batches, for benchmarks); returns mean
+        loss terms and accuracy (host floats)."""
         self.method.train()
         self.views.train()
-        steps = len(self.train_loader)
+        steps = len(self.train_loader) if max_steps is None else min(max_steps, len(self.train_loader))
         sums: torch.Tensor | None = None
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
@@ -177,6 +180,8 @@ class Trainer:
         seen = 0
         global_step0 = (epoch - 1) * steps
         for i, batch in enumerate(self.train_loader):
+            if i == steps:
+                break
             progress_epoch = epoch - 1 + i / steps
             lr = self.schedule(progress_epoch)
             for group in self.optimizer.param_groups:

@@ -55,6 +55,20 @@ class ContrastMemory(nn.Module):
         self.register_buffer("order", order, persistent=False)
         self.register_buffer("count", counts, persistent=False)
         self.register_buffer("start", torch.cumsum(counts, 0) - counts, persistent=False)
+        self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        """Apply the momentum update of the last batch. It is deferred to here (the next forward, or a
+        checkpoint) because the banks are saved for that batch's backward pass; the next batch sees the same
+        memory as with an immediate update."""
+        if self._pending is None:
+            return
+        index, v_s, v_t = self._pending
+        m = self.momentum
+        self.memory_s[index] = F.normalize(self.memory_s[index] * m + v_s * (1 - m), dim=1)
+        self.memory_t[index] = F.normalize(self.memory_t[index] * m + v_t * (1 - m), dim=1)
+        self._pending = None
 
     def sample_negatives(self, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """(B, K) indices of samples whose class differs from y[b], uniform over them."""
@@ -68,18 +82,17 @@ class ContrastMemory(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """v_s, v_t: (B, D) unit embeddings; index (B,); negatives (B, K). → (scores for the student's
         embedding against the teacher bank, and vice versa), each (B, K+1) with the positive first."""
+        self.flush()
         idx = torch.cat([index[:, None], negatives], 1)
-        w_t = self.memory_t[idx]  # (B, K+1, D)
-        w_s = self.memory_s[idx]
-        out_s = torch.exp(torch.bmm(w_t, v_s[:, :, None]).squeeze(2) / self.temperature)
-        out_t = torch.exp(torch.bmm(w_s, v_t[:, :, None]).squeeze(2) / self.temperature)
+        # Scores against the whole bank in one (B, D)×(D, N) matmul, then gather the K+1 needed per row:
+        # the same dot products as gathering (B, K+1, D) bank rows first, without moving K·B·D floats.
+        out_s = torch.exp((v_s @ self.memory_t.t()).gather(1, idx) / self.temperature)
+        out_t = torch.exp((v_t @ self.memory_s.t()).gather(1, idx) / self.temperature)
         with torch.no_grad():
             first = self.z < 0
             est = torch.stack([out_s.mean(), out_t.mean()]) * self.n
             self.z.copy_(torch.where(first, est, self.z))
-            m = self.momentum
-            self.memory_s[index] = F.normalize(self.memory_s[index] * m + v_s.detach() * (1 - m), dim=1)
-            self.memory_t[index] = F.normalize(self.memory_t[index] * m + v_t.detach() * (1 - m), dim=1)
+        self._pending = (index, v_s.detach().float(), v_t.detach().float())
         return out_s / self.z[0], out_t / self.z[1]
 
 
@@ -136,6 +149,11 @@ class CRD(FeatureDistiller):
             raise ConfigError(f"method.nce_k={p.nce_k} must be smaller than the {len(labels)} training samples")
         self.contrast = ContrastMemory(p.embed_dim, labels.cpu(), p.nce_k, p.nce_t, p.nce_m).to(labels.device)
         self.generator = generator
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        if self.contrast is not None:
+            self.contrast.flush()
+        return super().checkpoint_state()
 
     def extra_modules(self) -> dict[str, nn.Module]:
         out: dict[str, nn.Module] = {"embed_s": self.embed_s, "embed_t": self.embed_t}
