@@ -43,3 +43,20 @@ def test_kd_method_combines_terms_with_weights():
     torch.testing.assert_close(terms["kd"], 0.7 * kd(student(x), teacher(x), 2.0))
     terms["kd"].backward()
     assert student.weight.grad is not None and all(p.grad is None for p in teacher.parameters())
+
+
+def test_ls_kd_standardizes_both_logits():
+    from kdlab.losses import logit_standardize
+
+    torch.manual_seed(0)
+    student, teacher = torch.nn.Linear(4, 3), Teacher(torch.nn.Linear(4, 3), {})
+    method = build_method({"name": "kd", "logit_standardize": True, "temperature": 2.0}, student, [teacher])
+    x, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    _, terms = method.forward_train(TrainBatch(x, y, torch.arange(6)))
+    expected = 0.9 * kd(logit_standardize(student(x)), logit_standardize(teacher(x)), 2.0)
+    torch.testing.assert_close(terms["kd"], expected)
+    # Standardisation makes the KD term invariant to a positive rescaling of the teacher's logits.
+    teacher.model.weight.data *= 3
+    teacher.model.bias.data *= 3
+    _, scaled = method.forward_train(TrainBatch(x, y, torch.arange(6)))
+    torch.testing.assert_close(scaled["kd"], expected)

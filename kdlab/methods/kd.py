@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 
 from kdlab.errors import ConfigError
-from kdlab.losses import cross_entropy, kd
+from kdlab.losses import cross_entropy, kd, logit_standardize
 from kdlab.methods.base import Distiller, mixed_cross_entropy, register_method
 from kdlab.views import TrainBatch
 
@@ -23,6 +23,7 @@ class KDParams:
     label_smoothing: float = 0.0
     strong_target: Literal["teacher", "labels"] = "teacher"  # x' labelled by the teacher (TL) or mixed labels
     strong_weight: float | None = None  # default: kd_weight for teacher targets, 1.0 for mixed labels
+    logit_standardize: bool = False  # LS-KD (Sun et al., CVPR 2024): z-score both logits before the KL
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -36,13 +37,16 @@ class KnowledgeDistillation(Distiller):
           + strong_weight·CE_mixed(s(x'), y)     with method.strong_target=labels (the CutMix baseline)].
 
     Defaults are the CRD CIFAR-100 recipe (METHODS.md A): 0.1, 0.9, τ = 4; with TL the strong term has the
-    KD weight, so L = 0.1·CE + 0.9·[KL(x) + KL(x')]. The teacher runs once over x and x' together; with
+    KD weight, so L = 0.1·CE + 0.9·[KL(x) + KL(x')]. `logit_standardize=true` gives LS-KD (z-scored logits). The teacher runs once over x and x' together; with
     CutMixPick it reuses the logits computed while scoring. Several teachers: the mean of per-teacher terms."""
 
     Params = KDParams
 
     def _kd(self, logits: torch.Tensor, teacher_logits: list[torch.Tensor]) -> torch.Tensor:
         T = self.params.temperature
+        if self.params.logit_standardize:
+            logits = logit_standardize(logits)
+            teacher_logits = [logit_standardize(t) for t in teacher_logits]
         return torch.stack([kd(logits, t, T) for t in teacher_logits]).mean()
 
     def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
