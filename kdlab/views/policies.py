@@ -32,12 +32,18 @@ def apply_per_sample(x: torch.Tensor, choice: torch.Tensor, branches: list[nn.Mo
 
 
 class _PolicyView(StrongView):
-    """Shared machinery: `branches` (kornia sub-policies) and `n_layers` draws per sample."""
+    """Shared machinery: a kornia policy whose children are the sub-policies drawn per sample, `n_layers`
+    draws per sample."""
 
     n_layers = 1
 
+    def _use(self, policy: nn.Module) -> None:
+        self.kornia = policy
+        if self.params.per_batch_compat:
+            _same_on_batch(policy)
+
     def _branches(self) -> list[nn.Module]:
-        raise NotImplementedError
+        return list(self.kornia.children())
 
     def transform(self, x: torch.Tensor, g: torch.Generator | None) -> ViewOutput:
         branches = self._branches()
@@ -70,12 +76,7 @@ class AutoAugmentView(_PolicyView):
         if policy not in ("cifar10", "imagenet", "svhn"):
             raise ConfigError(f"views.policy must be auto, cifar10, imagenet or svhn; got {policy!r}")
         self.policy_name = policy
-        self.kornia = AutoAugment(policy)
-        if params.per_batch_compat:
-            _same_on_batch(self.kornia)
-
-    def _branches(self) -> list[nn.Module]:
-        return list(self.kornia.children())
+        self._use(AutoAugment(policy))
 
 
 @dataclass
@@ -100,13 +101,8 @@ class RandAugmentView(_PolicyView):
         super().__init__(params, image_size)
         from kornia.augmentation.auto import RandAugment
 
-        self.kornia = RandAugment(n=1, m=params.m)
+        self._use(RandAugment(n=1, m=params.m))
         self.n_layers = params.n
-        if params.per_batch_compat:
-            _same_on_batch(self.kornia)
-
-    def _branches(self) -> list[nn.Module]:
-        return list(self.kornia.children())
 
 
 @register_view("trivialaugment")
@@ -119,9 +115,4 @@ class TrivialAugmentView(_PolicyView):
         super().__init__(params, image_size)
         from kornia.augmentation.auto import TrivialAugment
 
-        self.kornia = TrivialAugment()
-        if params.per_batch_compat:
-            _same_on_batch(self.kornia)
-
-    def _branches(self) -> list[nn.Module]:
-        return list(self.kornia.children())
+        self._use(TrivialAugment())
