@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 3 evidence on CIFAR-100 (JPEG), sized for 2 CPU cores: resnet20 teacher (all 50k images, 12 epochs),
-# resnet8 students on 100 images/class, 10 epochs (1×) and 30 epochs (3×), seeds 0 and 1, then T. stddev.
+# resnet8 students on 100 images/class, 10 epochs (1×) and 20 epochs (2×), seeds 0 and 1, then T. stddev.
 # Usage: bash experiments/cifar100_views.sh [OUT]; then: .venv/bin/python experiments/collect.py OUT
 set -euo pipefail
 OUT=${1:-runs/c100}
@@ -24,8 +24,8 @@ for seed in 0 1; do
   run kd-tlcmpick-s$seed   $KD distill --no-progress --config $S seed=$seed method.name=kd $TEACH views.strong=cutmix_pick
 done
 for seed in 0 1; do
-  run ce-3x-s$seed $KD train   --no-progress --config $S seed=$seed method.name=ce schedule.epoch_factor=3
-  run kd-3x-s$seed $KD distill --no-progress --config $S seed=$seed method.name=kd $TEACH schedule.epoch_factor=3
+  run ce-2x-s$seed $KD train   --no-progress --config $S seed=$seed method.name=ce schedule.epoch_factor=2
+  run kd-2x-s$seed $KD distill --no-progress --config $S seed=$seed method.name=kd $TEACH schedule.epoch_factor=2
 done
 [ -f "$OUT/tstddev-resnet20/tstddev.json" ] || $KD tstddev --config $S $TEACH output_dir=$OUT name=tstddev-resnet20 \
   --views identity,flip,crop_flip,cutout,mixup,cutmix,autoaugment,randaugment --epochs 2

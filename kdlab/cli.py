@@ -70,9 +70,9 @@ def _run(args: argparse.Namespace) -> int:
         cfg = None
         if not args.resume:
             cfg = load_config(args.config, args.overrides)
-            if args.command == "train" and cfg.teacher is not None:
+            if args.command == "train" and (cfg.teacher is not None or cfg.teachers):
                 raise ConfigError("`kdlab train` trains without a teacher; use `kdlab distill` for teacher.* configs")
-            if args.command == "distill" and cfg.teacher is None:
+            if args.command == "distill" and cfg.teacher is None and not cfg.teachers:
                 raise ConfigError("`kdlab distill` needs a teacher: teacher.name=… teacher.checkpoint=…")
         elif args.config or args.overrides:
             raise ConfigError("--resume continues a run with its saved config; drop --config and overrides")

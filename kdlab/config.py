@@ -108,6 +108,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     student: ModelConfig = field(default_factory=ModelConfig)
     teacher: ModelConfig | None = None
+    teachers: list[ModelConfig] = field(default_factory=list)  # more teachers (ensembles, multi-teacher ATSC)
     method: dict[str, Any] = field(default_factory=lambda: {"name": "ce"})
     views: ViewsConfig = field(default_factory=ViewsConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -291,6 +292,11 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(message)
     if sorted(cfg.schedule.milestones) != list(cfg.schedule.milestones):
         raise ConfigError("schedule.milestones must be increasing")
+
+
+def teacher_configs(cfg: RunConfig) -> list[ModelConfig]:
+    """All teachers of a run: `teacher` (if set) followed by `teachers`."""
+    return ([cfg.teacher] if cfg.teacher is not None else []) + list(cfg.teachers)
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlab.config import ModelConfig, RunConfig, from_dict, load_config, save_config, validate
+from kdlab.config import ModelConfig, RunConfig, from_dict, load_config, save_config, teacher_configs, validate
 from kdlab.data import ImageDataset, load_dataset
 from kdlab.engine import Trainer
 from kdlab.errors import ConfigError, KdlabError, ModelError
@@ -88,15 +88,18 @@ def build_run(cfg: RunConfig) -> Run:
     data = load_dataset(cfg.data.dataset, cfg.data.cache_dir, cfg.data.train_per_class, cfg.data.test_per_class)
     torch.manual_seed(cfg.seed)
     student, student_taps = build_student(cfg.student, data)
-    teachers = [build_teacher(cfg.teacher, data, "teacher")] if cfg.teacher else []
+    teachers = [
+        build_teacher(t, data, "teacher" if t is cfg.teacher else f"teachers[{i}]")
+        for i, t in enumerate(teacher_configs(cfg))
+    ]
     method = build_method(cfg.method, student, teachers, student_taps, data.image_shape)
     return Run(cfg, data, method, device)
 
 
 def default_run_name(cfg: RunConfig) -> str:
     parts = [str(cfg.method["name"]), cfg.student.name]
-    if cfg.teacher:
-        parts.append(f"from-{cfg.teacher.name}")
+    if teacher_configs(cfg):
+        parts.append("from-" + "+".join(t.name for t in teacher_configs(cfg)))
     dataset = re.sub(r"[^A-Za-z0-9]+", "-", Path(cfg.data.dataset.split(":")[-1]).name).strip("-")
     parts += [dataset.split("-tar")[0] or "data", f"s{cfg.seed}"]
     return "-".join(parts)
@@ -166,12 +169,12 @@ def load_trained(path: str | Path, which: str = "best") -> tuple[Distiller, RunC
     n, c = info["num_classes"], shape[0]
     student, s_taps = build_model(cfg.student.name, n, c, cfg.student.factory, cfg.student.kwargs, cfg.student.taps)
     teachers = []
-    if cfg.teacher is not None and _needs_teacher(cfg):
-        # The architecture only: what inference needs of the teacher (e.g. a shared classifier) is in the
-        # checkpoint, so the teacher's own weight file need not exist on this machine.
-        t = cfg.teacher
-        t_model, t_taps = build_model(t.name, n, c, t.factory, t.kwargs, t.taps)
-        teachers = [Teacher(t_model, t_taps)]
+    if _needs_teacher(cfg):
+        # The architectures only: what inference needs of a teacher (e.g. a shared classifier) is in the
+        # checkpoint, so the teachers' own weight files need not exist on this machine.
+        for t in teacher_configs(cfg):
+            t_model, t_taps = build_model(t.name, n, c, t.factory, t.kwargs, t.taps)
+            teachers.append(Teacher(t_model, t_taps))
     method = build_method({**cfg.method}, student, teachers, s_taps, (shape[0], shape[1], shape[2]))
     method.load_checkpoint_state(model_state)
     method.eval()

@@ -41,10 +41,13 @@ def export_run(path: str | Path, out_dir: str | Path | None = None, which: str =
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.export.export(model, (example,), dynamic_shapes={"images": {0: batch}})
     atomic_write(out / "model.pt2", lambda tmp: torch.export.save(program, str(tmp)))
-    weights = {k: v.contiguous() for k, v in method.checkpoint_state().items()}
+    # The weights the inference graph uses (for ATSC: student, projectors and the teachers' classifiers,
+    # not the whole adapted teachers that the training checkpoint keeps for resuming).
+    used_params, used_buffers = used_state(program)
+    weights = {name: program.state_dict[name].contiguous() for name in used_params + used_buffers}
     atomic_write(out / "model.safetensors", lambda tmp: save_file(weights, str(tmp)))
     student_params = sum(p.numel() for p in method.student.parameters())
-    exported_params = sum(v.numel() for k, v in weights.items() if not _is_buffer(method, k))
+    exported_params = sum(program.state_dict[name].numel() for name in used_params)
     card = {
         "format": "kdlab-export-v1",
         "method": cfg.method["name"],
@@ -64,7 +67,18 @@ def export_run(path: str | Path, out_dir: str | Path | None = None, which: str =
     return {"out_dir": str(out), **card}
 
 
-def _is_buffer(method: Distiller, key: str) -> bool:
-    name, _, rest = key.partition(".")
-    module = method.trainable_modules()[name]
-    return rest in dict(module.named_buffers())
+def used_state(program: torch.export.ExportedProgram) -> tuple[list[str], list[str]]:
+    """Names of the parameters and (persistent) buffers the exported graph actually reads.
+
+    torch.export lifts every parameter of the module; unused ones (a teacher's layers, a student's own
+    unused head) are placeholders without users."""
+    used_inputs = {n.name for n in program.graph.nodes if n.op == "placeholder" and n.users}
+    params, buffers = [], []
+    for spec in program.graph_signature.input_specs:
+        if spec.arg.name not in used_inputs or spec.target is None:
+            continue
+        if spec.kind == torch.export.graph_signature.InputKind.PARAMETER:
+            params.append(spec.target)
+        elif spec.kind == torch.export.graph_signature.InputKind.BUFFER and spec.target in program.state_dict:
+            buffers.append(spec.target)
+    return params, buffers

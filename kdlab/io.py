@@ -17,7 +17,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp_path)` then atomically move tmp_path to `path`. On failure `path` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The temporary name keeps the target's suffix (some writers check it, e.g. torch.export's ".pt2").
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{path.name}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

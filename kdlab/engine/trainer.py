@@ -131,6 +131,7 @@ class Trainer:
         teachers = list(self.method.teachers)
         if not teachers:
             return results
+        self.method.eval()
         all_logits = []
         for t in teachers:
             logits = self.predict(t, self.test_loader)
@@ -161,6 +162,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        self.method.post_step(batch, self.optimizer)
         self._term_names = list(terms)
         correct = (logits.detach().argmax(1) == labels).sum()
         return values.detach(), correct
@@ -314,6 +316,8 @@ class Trainer:
             record.update(self.train_epoch(epoch, progress, task))
             train_time = time.perf_counter() - t0
             if epoch % self.cfg.engine.eval_every == 0 or epoch == self.epochs:
+                if self.method.adaptive_teachers:  # the teachers changed: re-measure them first
+                    record["teacher_test_acc"] = [r.acc for r in self.evaluate_teachers()]
                 last_eval = self.evaluate()
                 record.update({"test_acc": last_eval.acc, "test_loss": last_eval.loss})
                 if last_eval.agreement is not None:
@@ -321,6 +325,7 @@ class Trainer:
                 if last_eval.acc > self.best_acc:
                     self.best_acc, self.best_epoch = last_eval.acc, epoch
                     self.save_checkpoint("best", epoch, last_eval, full=False)
+            record.update(self.method.epoch_report())
             record["epoch_time_s"] = time.perf_counter() - t0
             record["images_per_s"] = self.train_loader.num_samples / train_time
             with open(self.run_dir / "metrics.jsonl", "a") as f:

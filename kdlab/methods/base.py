@@ -33,19 +33,26 @@ def mixed_cross_entropy(logits: torch.Tensor, y: torch.Tensor, mix: MixInfo | No
 
 
 class Teacher(nn.Module):
-    """A frozen, pretrained model: eval mode, no gradients, whatever `train()` is called with."""
+    """A pretrained model. Frozen by default: eval mode and no gradients whatever `train()` is called with.
+    `make_adaptive()` (ATSC) lets it train with the student."""
 
     def __init__(self, model: nn.Module, taps: dict[str, str], name: str = "teacher"):
         super().__init__()
         self.model = model
         self.taps = dict(taps)
         self.label = name
+        self.adaptive = False
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.model.eval()
 
+    def make_adaptive(self) -> None:
+        self.adaptive = True
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+
     def train(self, mode: bool = True) -> Teacher:
-        return super().train(False)
+        return super().train(mode and self.adaptive)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -83,6 +90,17 @@ class Distiller(nn.Module):
 
     def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+    def post_step(self, batch: TrainBatch, optimizer: torch.optim.Optimizer) -> None:
+        """Called after each optimiser step (ATSC's bias-only step). Default: nothing."""
+
+    def epoch_report(self) -> dict[str, float]:
+        """Method-specific per-epoch numbers for metrics.jsonl (e.g. how far adaptive teachers moved)."""
+        return {}
+
+    @property
+    def adaptive_teachers(self) -> bool:
+        return any(self.teacher(i).adaptive for i in range(len(self.teachers)))
 
     def teacher(self, i: int = 0) -> Teacher:
         """The i-th teacher, typed."""

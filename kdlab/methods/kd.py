@@ -37,8 +37,9 @@ class KnowledgeDistillation(Distiller):
           + strong_weight·CE_mixed(s(x'), y)     with method.strong_target=labels (the CutMix baseline)].
 
     Defaults are the CRD CIFAR-100 recipe (METHODS.md A): 0.1, 0.9, τ = 4; with TL the strong term has the
-    KD weight, so L = 0.1·CE + 0.9·[KL(x) + KL(x')]. `logit_standardize=true` gives LS-KD (z-scored logits). The teacher runs once over x and x' together; with
-    CutMixPick it reuses the logits computed while scoring. Several teachers: the mean of per-teacher terms."""
+    KD weight, so L = 0.1·CE + 0.9·[KL(x) + KL(x')]. `logit_standardize=true` gives LS-KD (z-scored logits).
+    The teacher runs once over x and x' together; with CutMixPick it reuses the logits computed while scoring.
+    Several teachers: the mean of per-teacher terms."""
 
     Params = KDParams
 
