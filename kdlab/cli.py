@@ -1,4 +1,5 @@
-"""The `kdlab` command line: demo | train | distill | eval | export | tstddev | models | methods | views."""
+"""The `kdlab` command line: demo | train | distill | eval | export | tstddev | data check | models | methods |
+views."""
 
 from __future__ import annotations
 
@@ -48,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=1, help="passes over the training split per view")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value")
 
+    p = sub.add_parser("data", help="dataset tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser("check", help="validate a dataset spec: counts, image size/mode, duplicates")
+    p.add_argument("spec", help="digits | cifar100:PATH | imagefolder:PATH | tinyimagenet:PATH | mnist:PATH")
+    p.add_argument("--full", action="store_true", help="print per-class counts")
+
     sub.add_parser("models", help="list the model zoo with parameter counts")
     sub.add_parser("views", help="list the augmentation views with their parameters")
     sub.add_parser("methods", help="list the training methods")
@@ -96,6 +103,15 @@ def _run(args: argparse.Namespace) -> int:
         card = export_run(args.path, args.out, args.which)
         card.pop("classes")
         console.print_json(json.dumps(card))
+        return 0
+    if args.command == "data":
+        from kdlab.data.check import check_dataset
+
+        report = check_dataset(args.spec)
+        if not args.full:
+            for split in report["per_class"].values():
+                split.pop("counts")
+        console.print_json(json.dumps(report))
         return 0
     if args.command == "tstddev":
         from kdlab.config import load_config

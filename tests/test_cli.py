@@ -64,3 +64,26 @@ def test_train_eval_export_from_the_command_line(tmp_path):
     ex = subprocess.run([*run, "export", str(tmp_path / "cli")], capture_output=True, text=True, timeout=300)
     assert ex.returncode == 0, ex.stderr
     assert (tmp_path / "cli" / "export" / "model.pt2").is_file()
+
+
+def test_data_check_reports_counts_and_duplicates(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / "d" / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).save(
+                    tmp_path / "d" / split / c / f"{i}.png"
+                )
+    shutil.copy(tmp_path / "d" / "train" / "a" / "0.png", tmp_path / "d" / "train" / "b" / "dup.png")
+    shutil.copy(tmp_path / "d" / "train" / "a" / "1.png", tmp_path / "d" / "test" / "a" / "leak.png")
+    assert main(["data", "check", f"imagefolder:{tmp_path / 'd'}"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["train"], report["test"], report["classes"]) == (7, 7, 2)
+    assert report["duplicates"] == {"within_train": 1, "within_test": 0, "test_images_also_in_train": 1}
+    assert report["image"] == {"channels": 3, "height": 4, "width": 4, "mode": "RGB"}
+    assert main(["data", "check", f"imagefolder:{tmp_path / 'missing'}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
