@@ -47,12 +47,16 @@ class _PolicyView(StrongView):
 
     def transform(self, x: torch.Tensor, g: torch.Generator | None) -> ViewOutput:
         branches = self._branches()
-        b = x.shape[0]
-        out = x.clamp(0, 1)
+        b, c = x.shape[:2]
+        # kornia's colour ops need RGB: grey images go through as three equal channels and come back as
+        # their mean (the ops treat channels alike, so nothing is lost).
+        out = (x if c == 3 else x.expand(b, 3, *x.shape[2:])).clamp(0, 1)
         for _ in range(self.n_layers):
             n = 1 if self.params.per_batch_compat else b
             choice = torch.randint(0, len(branches), (n,), generator=g, device=x.device).expand(b)
             out = apply_per_sample(out, choice, branches)
+        if c == 1:
+            out = out.mean(1, keepdim=True)
         return ViewOutput(out.clamp(0, 1))
 
 
