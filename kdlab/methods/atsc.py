@@ -17,7 +17,6 @@ logits. Evaluation, `best` selection and export use this path, never the student
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,18 +50,11 @@ class ATSCParams:
 class ATSC(Distiller):
     Params = ATSCParams
 
-    def __init__(
-        self,
-        student: nn.Module,
-        teachers: list[Teacher],
-        params: Any,
-        student_taps: dict[str, str] | None = None,
-        image_shape: tuple[int, int, int] = (3, 32, 32),
-    ):
-        super().__init__(student, teachers, params, student_taps, image_shape)
+    def setup(self) -> None:
+        params: ATSCParams = self.params
         if "feature" not in self.student_taps:
             raise ConfigError("atsc needs the student's feature tap: student.taps.feature=MODULE_PATH")
-        for t in teachers:
+        for t in self._teachers():
             for role in ("feature", "classifier"):
                 if role not in t.taps:
                     raise ConfigError(f"atsc needs the teacher's {role} tap: teacher.taps.{role}=MODULE_PATH")

@@ -87,6 +87,11 @@ class Distiller(nn.Module):
         self.params = params
         self.student_taps = dict(student_taps or {})
         self.image_shape = image_shape
+        self.setup()
+
+    def setup(self) -> None:
+        """Build method-specific parts once student, teachers, params, taps and image shape are set
+        (extra modules sized by probing the models). Default: nothing."""
 
     def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError

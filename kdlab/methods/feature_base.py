@@ -4,15 +4,14 @@ applied to the standard view and (with a strong view) to the teacher-labelled x'
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from kdlab.errors import ConfigError
 from kdlab.losses import cross_entropy, kd
-from kdlab.methods.base import Distiller, Teacher
+from kdlab.methods.base import Distiller
 from kdlab.models.features import FeatureExtractor
 from kdlab.views import TrainBatch
 
@@ -50,16 +49,8 @@ class FeatureDistiller(Distiller):
     def tap_roles(self) -> tuple[str, ...]:
         return ("feature",)
 
-    def __init__(
-        self,
-        student: nn.Module,
-        teachers: list[Teacher],
-        params: Any,
-        student_taps: dict[str, str] | None = None,
-        image_shape: tuple[int, int, int] = (3, 32, 32),
-    ):
-        super().__init__(student, teachers, params, student_taps, image_shape)
-        if len(teachers) != 1:
+    def setup(self) -> None:
+        if len(self.teachers) != 1:
             raise ConfigError(f"{type(self).__name__} distills from exactly one teacher")
         self.s_paths = _paths(self.student_taps, self.tap_roles(), "student")
         self.t_paths = _paths(self.teacher(0).taps, self.tap_roles(), "teacher")
