@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from kdlab.config import RunConfig, ViewsConfig
+from kdlab.config import RunConfig
 from kdlab.data import DeviceLoader, load_dataset
 from kdlab.engine.trainer import autocast_context, build_pipeline
 from kdlab.errors import ConfigError
@@ -72,6 +72,3 @@ def run_tstddev(cfg: RunConfig, views: list[str], epochs: int, log: Any = print)
         },
     )
     return out, results
-
-
-__all__ = ["ViewsConfig", "measure_tstddev", "run_tstddev"]

@@ -101,9 +101,7 @@ class ATSC(Distiller):
         return f_s.shape, t_shapes
 
     def _student_map(self, x: torch.Tensor) -> torch.Tensor:
-        with FeatureExtractor(self.student, [self.s_path]) as fx:
-            _, feats = fx(x)
-        return feats[self.s_path]
+        return self._student_map_and_logits(x)[0]
 
     def _student_map_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with FeatureExtractor(self.student, [self.s_path]) as fx:

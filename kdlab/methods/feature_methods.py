@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from kdlab.losses import align_spatial, at, fitnet, pkt, rkd, sp
+from kdlab.losses import at, fitnet, pkt, rkd, sp
 from kdlab.methods.base import register_method
 from kdlab.methods.feature_base import FeatureDistiller, FeatureParams, pooled
 
@@ -131,6 +131,3 @@ class ProbabilisticKT(FeatureDistiller):
 
     def feature_loss(self, s_feats: list[torch.Tensor], t_feats: list[torch.Tensor]) -> torch.Tensor:
         return pkt(pooled(s_feats[0]), pooled(t_feats[0]))
-
-
-__all__ = ["ConvRegressor", "align_spatial"]

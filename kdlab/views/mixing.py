@@ -15,10 +15,6 @@ class MixParams(ViewParams):
     alpha: float = 1.0  # λ ~ Beta(α, α)
 
 
-def _partner(b: int, g: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    return derangement(b, g, device)
-
-
 @register_view("mixup")
 class Mixup(StrongView):
     """x' = λ·x + (1 − λ)·x[π], λ ~ Beta(α, α) per sample, π without fixed points."""
@@ -29,7 +25,7 @@ class Mixup(StrongView):
     def transform(self, x: torch.Tensor, g: torch.Generator | None) -> ViewOutput:
         b = x.shape[0]
         lam = beta(b, self.params.alpha, g, x.device, self.params.per_batch_compat)
-        perm = _partner(b, g, x.device)
+        perm = derangement(b, g, x.device)
         lam4 = lam.to(x.dtype)[:, None, None, None]
         return ViewOutput(lam4 * x + (1 - lam4) * x[perm], MixInfo(torch.arange(b, device=x.device), perm, lam))
 
@@ -60,7 +56,7 @@ def cutmix(
     """One CutMix run over a batch: each image gets a box of its partner x[π] pasted in. → (x', MixInfo)."""
     b, _, h, w = x.shape
     mask, lam = cutmix_boxes(b, h, w, alpha, g, x.device, per_batch)
-    perm = _partner(b, g, x.device)
+    perm = derangement(b, g, x.device)
     mixed = torch.where(mask[:, None], x[perm], x)
     return mixed, MixInfo(torch.arange(b, device=x.device), perm, lam)
 
