@@ -1,5 +1,5 @@
-"""The `kdlab` command line: demo | train | distill | eval | export | tstddev | data check | models | methods |
-views."""
+"""The `kdlab` command line: demo | train | distill | eval | analyze | sweep | report | export | tstddev |
+data check | models | methods | views."""
 
 from __future__ import annotations
 
@@ -37,6 +37,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="run folder or .safetensors checkpoint")
     p.add_argument("--data", help="dataset spec (default: the run's own)")
     p.add_argument("--which", default="best", choices=["best", "last"])
+
+    p = sub.add_parser("analyze", help="fidelity, MI, ECE, attention IoU, generalisation of a trained run")
+    p.add_argument("path", help="run folder")
+    p.add_argument("--data", help="dataset spec (default: the run's own)")
+    p.add_argument("--split", default="test", choices=["test", "train", "test_aug"], help="where to measure")
+    p.add_argument("--view", help="strong view for test_aug (default: the run's views.strong, else autoaugment)")
+    p.add_argument("--which", default="last", choices=["best", "last"], help="checkpoint (default: last)")
+    p.add_argument("--max-samples", type=int, help="analyse only the first N images of each split")
+    p.add_argument("--examples", type=int, default=8, help="images in the attention grid")
+
+    p = sub.add_parser("sweep", help="run a grid of runs (resumable), collect a table, CSV and plots")
+    p.add_argument("--config", help="YAML config every run starts from")
+    p.add_argument("--grid", help="axes, e.g. 'views.strong=[identity,cutmix,autoaugment] seed=[0,1]'")
+    p.add_argument("--out", help="sweep folder (default: runs/sweep-<config name>)")
+    p.add_argument("--resume", metavar="SWEEP_DIR", help="continue a sweep: rerun only unfinished or failed runs")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (threads per run = cores / jobs)")
+    p.add_argument("--no-analyze", action="store_true", help="skip `kdlab analyze` after each run")
+    p.add_argument("--max-samples", type=int, help="analyse only the first N images of each split")
+    p.add_argument("--collect", metavar="SWEEP_DIR", help="only rebuild sweep.csv, sweep.md and plots")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="overrides for every run")
+
+    p = sub.add_parser("report", help="one self-contained HTML page for a run or sweep folder")
+    p.add_argument("path", help="run folder or sweep folder")
+    p.add_argument("--out", help="output file (default: PATH/report.html)")
 
     p = sub.add_parser("export", help="write a torch.export .pt2 + safetensors inference artifact")
     p.add_argument("path", help="run folder or .safetensors checkpoint")
@@ -96,6 +120,22 @@ def _run(args: argparse.Namespace) -> int:
         from kdlab.experiment import evaluate_path
 
         console.print_json(json.dumps(evaluate_path(args.path, args.data, args.which)))
+        return 0
+    if args.command == "analyze":
+        from kdlab.analysis import analyze_run
+
+        report = analyze_run(
+            args.path, args.data, args.split, args.view, args.which, args.max_samples, args.examples,
+            log=lambda m: console.print(m, style="dim"),
+        )  # fmt: skip
+        _print_analysis(report)
+        return 0
+    if args.command == "sweep":
+        return _sweep(args)
+    if args.command == "report":
+        from kdlab.report.html import write_report
+
+        console.print(f"written: {write_report(args.path, args.out)}")
         return 0
     if args.command == "export":
         from kdlab.export import export_run
@@ -168,6 +208,61 @@ def _run(args: argparse.Namespace) -> int:
         console.print(table("methods", ["name", "what", "parameters (defaults)"], rows))
         return 0
     raise AssertionError(args.command)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from kdlab.errors import ConfigError
+    from kdlab.sweep import Sweep
+    from kdlab.ui import console
+
+    if args.jobs < 1:
+        raise ConfigError("--jobs must be ≥ 1")
+    if args.collect:
+        sweep = Sweep(args.collect)
+    elif args.resume:
+        if args.config or args.grid or args.overrides:
+            raise ConfigError("--resume continues a sweep with its saved config and grid; drop --config/--grid")
+        sweep = Sweep(args.resume)
+    else:
+        if not args.config or not args.grid:
+            raise ConfigError("a new sweep needs --config FILE and --grid 'key=[a,b] …' (or --resume SWEEP_DIR)")
+        out = args.out or f"runs/sweep-{Path(args.config).stem}"
+        sweep = Sweep.create(out, args.config, args.grid, args.overrides)
+    if not args.collect:
+        counts = sweep.run(args.jobs, not args.no_analyze, args.max_samples, log=console.print)
+        console.print("runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    paths = sweep.collect()
+    console.print((sweep.root / "sweep.md").read_text())
+    console.print("written: " + ", ".join(str(p) for p in paths.values()))
+    failed = [n for n in sweep.names if sweep.run_state(n) != "finished"]
+    if failed:
+        console.print(f"{len(failed)} run(s) not finished; rerun them with `kdlab sweep --resume {sweep.root}`")
+        return 1
+    return 0
+
+
+def _print_analysis(report: dict) -> None:
+    from kdlab.ui import console, table
+
+    rows = []
+    for name, m in report["models"].items():
+        rows.append([name] + [f"{m[k]:.2f}" for k in ("test_acc", "train_acc", "generalization_gap", "ece_15")]
+                    + [f"{m['affinity']:.3f}"])  # fmt: skip
+    console.print(
+        table(f"models ({report['split']})", ["model", "test %", "train %", "gap", "ECE15 %", "affinity"], rows)
+    )
+    rows = [
+        [k, f"{v['agreement']:.2f}", f"{v['kl_s_t']:.4f}", f"{v['mutual_information']:.4f}",
+         f"{v['mutual_information_knn']:.4f}"]
+        for k, v in report["fidelity"].items()
+    ]  # fmt: skip
+    if rows:
+        console.print(table("student fidelity", ["against", "agreement %", "KL(s‖t)", "MI nats", "MI kNN"], rows))
+    if report["attention_iou"]:
+        rows = [[k, f"{v:.4f}"] for k, v in report["attention_iou"].items()]
+        console.print(table("attention IoU (class-agnostic CAM, threshold 0.4)", ["models", "IoU"], rows))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """Distillation losses as pure functions: tensors in, scalar out (float32)."""
 
 from kdlab.losses.feature import align_spatial, at, attention_map, fitnet, pkt, rkd, sp
-from kdlab.losses.logit import cross_entropy, dist, dkd, dkd_parts, kd, logit_standardize
+from kdlab.losses.logit import cross_entropy, dist, dkd, dkd_parts, kd, logit_mse, logit_standardize
 
 __all__ = [
     "align_spatial",
@@ -13,6 +13,7 @@ __all__ = [
     "dkd_parts",
     "fitnet",
     "kd",
+    "logit_mse",
     "logit_standardize",
     "pkt",
     "rkd",

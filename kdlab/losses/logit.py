@@ -15,6 +15,13 @@ def kd(logits_s: torch.Tensor, logits_t: torch.Tensor, T: float = 4.0) -> torch.
     return (T * T) * (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1).mean()
 
 
+def logit_mse(logits_s: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:
+    """Direct logit matching: mean over batch and classes of (s − t)², in float32. (B, K), (B, K) → scalar.
+
+    Paper C's control: pushing harder towards the teacher's logits than KL at a temperature does."""
+    return (logits_s.float() - logits_t.float()).pow(2).mean()
+
+
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy of (B, K) logits against int64 (B,) labels, in float32 (nats)."""
     return F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)

@@ -26,6 +26,7 @@ from kdlab.errors import ConfigError
 from kdlab.losses import align_spatial, cross_entropy, kd
 from kdlab.methods.base import Distiller, Teacher, register_method
 from kdlab.methods.shared_head import Projector
+from kdlab.metrics.attention import class_summed_map
 from kdlab.models.features import FeatureExtractor, get_module
 from kdlab.views import TrainBatch
 
@@ -127,6 +128,12 @@ class ATSC(Distiller):
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self._shared_logits(self._student_map(x))[0]
+
+    def predict_with_class_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Through the shared heads: mean over teachers k of classifier_k applied to proj_k(F_s)."""
+        logits, projected = self._shared_logits(self._student_map(x))
+        maps = [class_summed_map(p, self.classifier(k).weight) for k, p in enumerate(projected)]
+        return logits, torch.stack(maps).mean(0)
 
     def anchor_pairs(self, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(θ, θ₀) for every weight of teacher k with ndim > 1."""

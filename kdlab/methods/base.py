@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,39 @@ def mixed_cross_entropy(logits: torch.Tensor, y: torch.Tensor, mix: MixInfo | No
     nll_src = -logp.gather(1, y[mix.src][:, None]).squeeze(1)
     nll_partner = -logp.gather(1, y[mix.partner][:, None]).squeeze(1)
     return (mix.lam * nll_src + (1 - mix.lam) * nll_partner).mean()
+
+
+EnsembleMode = Literal["per_teacher", "mean_logits"]
+
+
+def ensemble_loss(
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    logits_s: torch.Tensor,
+    teacher_logits: list[torch.Tensor],
+    mode: EnsembleMode = "per_teacher",
+) -> torch.Tensor:
+    """A logit loss against several teachers: `per_teacher` = mean over teachers of loss(s, t_i) (paper C);
+    `mean_logits` = loss(s, mean_i t_i), distilling the averaged ensemble. (B, K) logits → scalar.
+    With one teacher both are loss(s, t)."""
+    if mode == "mean_logits" or len(teacher_logits) == 1:
+        return loss(logits_s, torch.stack(teacher_logits).mean(0) if len(teacher_logits) > 1 else teacher_logits[0])
+    return torch.stack([loss(logits_s, t) for t in teacher_logits]).mean()
+
+
+def model_class_map(model: nn.Module, taps: dict[str, str], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (B, K), class-summed map (B, h, w)) of a model with `feature` and `classifier` taps."""
+    from kdlab.metrics.attention import class_summed_map
+    from kdlab.models.features import FeatureExtractor, get_module
+
+    missing = [r for r in ("feature", "classifier") if r not in taps]
+    if missing:
+        raise ConfigError(f"attention needs the model's taps {missing}: set *.taps.feature / *.taps.classifier")
+    head = get_module(model, taps["classifier"])
+    if not isinstance(head, nn.Linear):
+        raise ConfigError(f"the classifier tap {taps['classifier']!r} is not a Linear layer")
+    with FeatureExtractor(model, [taps["feature"]]) as fx:
+        logits, feats = fx(x)
+    return logits, class_summed_map(feats[taps["feature"]], head.weight)
 
 
 class Teacher(nn.Module):
@@ -149,6 +183,12 @@ class Distiller(nn.Module):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, K) of the model being trained, for evaluation and export."""
         return self.student(x)
+
+    def predict_with_class_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, K), class-summed map (B, h, w)) of the prediction path, for class-agnostic CAM:
+        the final linear layer applied as a 1×1 convolution to the last map before pooling, summed over
+        classes. Default: the student's `feature` tap and `classifier` tap."""
+        return model_class_map(self.student, self.student_taps, x)
 
     def extra_modules(self) -> dict[str, nn.Module]:
         """Trainable modules beyond the student (projectors, embedders), by name."""

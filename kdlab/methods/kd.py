@@ -10,8 +10,14 @@ from typing import Literal
 import torch
 
 from kdlab.errors import ConfigError
-from kdlab.losses import cross_entropy, kd, logit_standardize
-from kdlab.methods.base import Distiller, mixed_cross_entropy, register_method
+from kdlab.losses import cross_entropy, kd, logit_mse, logit_standardize
+from kdlab.methods.base import (
+    Distiller,
+    EnsembleMode,
+    ensemble_loss,
+    mixed_cross_entropy,
+    register_method,
+)
 from kdlab.views import TrainBatch
 
 
@@ -24,6 +30,8 @@ class KDParams:
     strong_target: Literal["teacher", "labels"] = "teacher"  # x' labelled by the teacher (TL) or mixed labels
     strong_weight: float | None = None  # default: kd_weight for teacher targets, 1.0 for mixed labels
     logit_standardize: bool = False  # LS-KD (Sun et al., CVPR 2024): z-score both logits before the KL
+    ensemble: EnsembleMode = "per_teacher"  # several teachers: mean of per-teacher KD, or KD to the mean logits
+    mse_weight: float = 0.0  # paper C's control: + mse_weight·mean (s − t)² on x (and x'), direct logit matching
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -39,7 +47,9 @@ class KnowledgeDistillation(Distiller):
     Defaults are the CRD CIFAR-100 recipe (METHODS.md A): 0.1, 0.9, τ = 4; with TL the strong term has the
     KD weight, so L = 0.1·CE + 0.9·[KL(x) + KL(x')]. `logit_standardize=true` gives LS-KD (z-scored logits).
     The teacher runs once over x and x' together; with CutMixPick it reuses the logits computed while scoring.
-    Several teachers: the mean of per-teacher terms."""
+    Several teachers (`teachers: [...]`): `ensemble=per_teacher` averages the per-teacher KD terms (paper C),
+    `ensemble=mean_logits` distils the teachers' averaged logits. `mse_weight` > 0 adds direct logit matching
+    (paper C's "push harder on the logits" control), against the same ensemble target."""
 
     Params = KDParams
 
@@ -48,7 +58,10 @@ class KnowledgeDistillation(Distiller):
         if self.params.logit_standardize:
             logits = logit_standardize(logits)
             teacher_logits = [logit_standardize(t) for t in teacher_logits]
-        return torch.stack([kd(logits, t, T) for t in teacher_logits]).mean()
+        return ensemble_loss(lambda s, t: kd(s, t, T), logits, teacher_logits, self.params.ensemble)
+
+    def _mse(self, logits: torch.Tensor, teacher_logits: list[torch.Tensor]) -> torch.Tensor:
+        return self.params.mse_weight * ensemble_loss(logit_mse, logits, teacher_logits, self.params.ensemble)
 
     def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p: KDParams = self.params
@@ -65,12 +78,16 @@ class KnowledgeDistillation(Distiller):
             "ce": p.ce_weight * cross_entropy(logits, batch.y, p.label_smoothing),
             "kd": p.kd_weight * self._kd(logits, t_x),
         }
+        if p.mse_weight:
+            terms["logit_mse"] = self._mse(logits, t_x)
         if batch.x_strong is not None:
             s_strong = self.student(batch.x_strong)
             if p.strong_target == "teacher":
                 assert t_strong is not None
                 w = p.kd_weight if p.strong_weight is None else p.strong_weight
                 terms["kd_strong"] = w * self._kd(s_strong, t_strong)
+                if p.mse_weight:
+                    terms["logit_mse_strong"] = self._mse(s_strong, t_strong)
             else:
                 w = 1.0 if p.strong_weight is None else p.strong_weight
                 terms["ce_strong"] = w * mixed_cross_entropy(s_strong, batch.y, batch.mix)

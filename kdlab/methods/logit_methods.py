@@ -8,12 +8,8 @@ import torch
 
 from kdlab.errors import ConfigError
 from kdlab.losses import cross_entropy, dist, dkd
-from kdlab.methods.base import Distiller, register_method
+from kdlab.methods.base import Distiller, EnsembleMode, ensemble_loss, register_method
 from kdlab.views import TrainBatch
-
-
-def _mean_over_teachers(values: list[torch.Tensor]) -> torch.Tensor:
-    return torch.stack(values).mean()
 
 
 @dataclass
@@ -23,6 +19,7 @@ class DKDParams:
     beta: float = 8.0  # NCKD weight (CIFAR-100 recipe)
     temperature: float = 4.0
     warmup_epochs: float = 20.0  # the DKD loss ramps linearly from 0 over these epochs
+    ensemble: EnsembleMode = "per_teacher"  # several teachers: mean of per-teacher losses, or of their logits
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -46,14 +43,20 @@ class DecoupledKD(Distiller):
         per_teacher = self.teacher_logits(*views)
         logits = self.student(batch.x)
         terms = {"ce": p.ce_weight * cross_entropy(logits, batch.y)}
-        terms["dkd"] = ramp * _mean_over_teachers(
-            [dkd(logits, t[0], batch.y, p.alpha, p.beta, p.temperature) for t in per_teacher]
+        terms["dkd"] = ramp * ensemble_loss(
+            lambda s, t: dkd(s, t, batch.y, p.alpha, p.beta, p.temperature),
+            logits,
+            [t[0] for t in per_teacher],
+            p.ensemble,
         )
         if batch.x_strong is not None:
             s2 = self.student(batch.x_strong)
             y2 = batch.y if batch.mix is None else strong_targets(batch)
-            terms["dkd_strong"] = ramp * _mean_over_teachers(
-                [dkd(s2, t[1], y2, p.alpha, p.beta, p.temperature) for t in per_teacher]
+            terms["dkd_strong"] = ramp * ensemble_loss(
+                lambda s, t: dkd(s, t, y2, p.alpha, p.beta, p.temperature),
+                s2,
+                [t[1] for t in per_teacher],
+                p.ensemble,
             )
         return logits, terms
 
@@ -71,6 +74,7 @@ class DISTParams:
     beta: float = 1.0  # inter-class relation
     gamma: float = 1.0  # intra-class relation
     temperature: float = 1.0
+    ensemble: EnsembleMode = "per_teacher"  # several teachers: mean of per-teacher losses, or of their logits
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -90,13 +94,15 @@ class DIST(Distiller):
         views = [batch.x] if batch.x_strong is None else [batch.x, batch.x_strong]
         per_teacher = self.teacher_logits(*views)
         logits = self.student(batch.x)
+
+        def dist_loss(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return dist(s, t, p.beta, p.gamma, p.temperature)
+
         terms = {
             "ce": p.ce_weight * cross_entropy(logits, batch.y),
-            "dist": _mean_over_teachers([dist(logits, t[0], p.beta, p.gamma, p.temperature) for t in per_teacher]),
+            "dist": ensemble_loss(dist_loss, logits, [t[0] for t in per_teacher], p.ensemble),
         }
         if batch.x_strong is not None:
             s2 = self.student(batch.x_strong)
-            terms["dist_strong"] = _mean_over_teachers(
-                [dist(s2, t[1], p.beta, p.gamma, p.temperature) for t in per_teacher]
-            )
+            terms["dist_strong"] = ensemble_loss(dist_loss, s2, [t[1] for t in per_teacher], p.ensemble)
         return logits, terms

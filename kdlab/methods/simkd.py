@@ -13,6 +13,7 @@ from kdlab.losses import align_spatial
 from kdlab.methods.base import register_method
 from kdlab.methods.feature_base import FeatureDistiller
 from kdlab.methods.shared_head import SharedHead
+from kdlab.metrics.attention import class_summed_map
 from kdlab.models.features import FeatureExtractor, get_module
 from kdlab.views import TrainBatch
 
@@ -56,6 +57,11 @@ class SimKD(FeatureDistiller):
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self._student_logits(x)[0]
+
+    def predict_with_class_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Through the shared head: the teacher's classifier applied to proj(F_s)."""
+        logits, projected = self._student_logits(x)
+        return logits, class_summed_map(projected, self.head.classifier.weight)
 
     def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         views = [batch.x] if batch.x_strong is None else [batch.x, batch.x_strong]

@@ -1,5 +1,32 @@
-"""Metrics computed from predictions: T. stddev (more to come: fidelity, MI, ECE, attention IoU)."""
+"""Metrics computed from predictions: T. stddev, fidelity (agreement, KL, MI, entropy), calibration (ECE),
+class-agnostic CAM attention and IoU."""
 
+from kdlab.metrics.attention import class_agnostic_cam, class_summed_map, iou, normalize_cam
+from kdlab.metrics.calibration import expected_calibration_error, reliability_bins
+from kdlab.metrics.fidelity import (
+    agreement,
+    fidelity_report,
+    kl_divergence,
+    knn_mutual_information,
+    label_entropy,
+    mean_entropy,
+    mutual_information,
+)
 from kdlab.metrics.tstddev import t_stddev
 
-__all__ = ["t_stddev"]
+__all__ = [
+    "agreement",
+    "class_agnostic_cam",
+    "class_summed_map",
+    "expected_calibration_error",
+    "fidelity_report",
+    "iou",
+    "kl_divergence",
+    "knn_mutual_information",
+    "label_entropy",
+    "mean_entropy",
+    "mutual_information",
+    "normalize_cam",
+    "reliability_bins",
+    "t_stddev",
+]

@@ -1,0 +1,34 @@
+"""Calibration: count-weighted expected calibration error and the reliability-diagram bins."""
+
+from __future__ import annotations
+
+import torch
+
+
+def reliability_bins(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> dict[str, list[float]]:
+    """Equal-width confidence bins over (0, 1] of softmax(logits) (N, K) against labels (N,).
+
+    Returns per bin: 'confidence' (mean max-probability), 'accuracy' (fraction correct), 'count' (samples);
+    empty bins have confidence and accuracy 0. A sample with confidence c falls in bin ceil(c·bins) − 1."""
+    probs = logits.double().softmax(1)
+    conf, pred = probs.max(1)
+    correct = (pred == labels).double()
+    idx = (conf * bins).ceil().long().clamp(1, bins) - 1
+    count = torch.bincount(idx, minlength=bins).double()
+    conf_sum = torch.bincount(idx, conf, minlength=bins)
+    acc_sum = torch.bincount(idx, correct, minlength=bins)
+    safe = count.clamp_min(1)
+    return {
+        "confidence": (conf_sum / safe).tolist(),
+        "accuracy": (acc_sum / safe).tolist(),
+        "count": count.tolist(),
+    }
+
+
+def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
+    """ECE (%) = Σ_b (n_b / N)·|acc_b − conf_b| over equal-width confidence bins (the standard, count-weighted
+    definition; paper C's released code averaged the bins unweighted, which over-weights sparse bins)."""
+    r = reliability_bins(logits, labels, bins)
+    n = sum(r["count"])
+    gaps = [c * abs(a - f) for c, a, f in zip(r["count"], r["accuracy"], r["confidence"], strict=True)]
+    return sum(gaps) / n * 100
