@@ -15,6 +15,7 @@ from torch import nn
 from kdlab.experiment import load_trained
 from kdlab.io import atomic_write, atomic_write_json
 from kdlab.methods import Distiller
+from kdlab.models.features import get_module
 from kdlab.views import Normalize, to_unit
 
 
@@ -34,6 +35,9 @@ def export_run(path: str | Path, out_dir: str | Path | None = None, which: str =
     """Write model.pt2, model.safetensors and model.json for a run folder's `which` checkpoint."""
     method, cfg, meta = load_trained(path, which)
     info = meta["data"]
+    student_params = sum(p.numel() for p in method.student.parameters())
+    if not method.predicts_with_student_head:
+        drop_student_head(method)
     model = InferenceModel(method, info["mean"], info["std"]).eval()
     out = Path(out_dir) if out_dir else (Path(path) if Path(path).is_dir() else Path(path).parent) / "export"
     out.mkdir(parents=True, exist_ok=True)
@@ -46,7 +50,6 @@ def export_run(path: str | Path, out_dir: str | Path | None = None, which: str =
     used_params, used_buffers = used_state(program)
     weights = {name: program.state_dict[name].contiguous() for name in used_params + used_buffers}
     atomic_write(out / "model.safetensors", lambda tmp: save_file(weights, str(tmp)))
-    student_params = sum(p.numel() for p in method.student.parameters())
     exported_params = sum(program.state_dict[name].numel() for name in used_params)
     card = {
         "format": "kdlab-export-v1",
@@ -65,6 +68,17 @@ def export_run(path: str | Path, out_dir: str | Path | None = None, which: str =
     }
     atomic_write_json(out / "model.json", card)
     return {"out_dir": str(out), **card}
+
+
+def drop_student_head(method: Distiller) -> None:
+    """Replace the student's own classifier by an identity: a shared-head method (SimKD, ATSC) predicts
+    through projector + teacher classifier, so the student head's matmul would be dead work in the graph."""
+    path = method.student_taps.get("classifier")
+    if not path:
+        return
+    parent_path, _, leaf = path.rpartition(".")
+    parent = get_module(method.student, parent_path) if parent_path else method.student
+    setattr(parent, leaf, nn.Identity())
 
 
 def used_state(program: torch.export.ExportedProgram) -> tuple[list[str], list[str]]:

@@ -8,7 +8,7 @@ from conftest import digits_overrides
 
 from kdlab.config import load_config
 from kdlab.experiment import evaluate_path, train
-from kdlab.export import export_run
+from kdlab.export import export_run, used_state
 from kdlab.methods import Teacher, build_method
 from kdlab.methods.shared_head import Projector
 from kdlab.models import create_model, model_taps
@@ -99,8 +99,10 @@ def test_atsc_on_digits_evaluates_and_exports_through_the_shared_head(digits_tea
     with torch.no_grad():
         expected = method.predict(Normalize(meta["data"]["mean"], meta["data"]["std"])(x.float() / 255))
     torch.testing.assert_close(program.module()(x), expected)
-    # Student + projector + the teacher's classifier, not the rest of the adapted teacher: a modest increase
-    # over the plain student. (The student's own fc is still computed by the traced forward, output unused.)
+    # Student body + projector + the teacher's classifier — not the rest of the adapted teacher, and not the
+    # student's own fc, which the shared-head prediction never reads: a modest increase over the student.
     proj = sum(p.numel() for p in method.projectors.parameters())
     fc = sum(p.numel() for k in range(n_teachers) for p in method.classifier(k).parameters())
-    assert card["exported_parameters"] == card["student_parameters"] + proj + fc
+    own_fc = sum(p.numel() for p in method.student.fc.parameters())
+    assert card["exported_parameters"] == card["student_parameters"] - own_fc + proj + fc
+    assert not any(n.startswith("method.student.fc") for n in used_state(program)[0])

@@ -50,6 +50,7 @@ class ATSCParams:
 @register_method("atsc", "ATSC: projector + adaptive teacher classifier; β·MSE + w·‖θ−θ₀‖², bias step")
 class ATSC(Distiller):
     Params = ATSCParams
+    predicts_with_student_head = False
 
     def setup(self) -> None:
         params: ATSCParams = self.params

@@ -35,6 +35,7 @@ class SimKD(FeatureDistiller):
     and export use projector + shared classifier, and the checkpoint holds both."""
 
     Params = SimKDParams
+    predicts_with_student_head = False
 
     def build_extras(self, s_shapes: list[torch.Size], t_shapes: list[torch.Size]) -> None:
         t = self.teacher(0)
