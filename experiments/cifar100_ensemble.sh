@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Issue 6 evidence (paper C) on CIFAR-100 (JPEG), sized for 2 CPU cores, with `kdlab sweep`:
+#   1. two resnet20 teachers (seeds 0, 1) under weak and under strong augmentation (100 images/class, 15 epochs);
+#   2. resnet8 students distilled from the two weak or the two strong teachers (mean of per-teacher KD),
+#      each under weak and strong augmentation, seeds 0 and 1, analysed (fidelity, MI, IoU, ECE, gap);
+#   3. paper C's control: strong teachers → strong student with direct logit matching (method.mse_weight=0.1)
+#      and with a 5× KD weight (compare with the strong/strong cell of step 2).
+# Usage: bash experiments/cifar100_ensemble.sh [OUT] [JOBS]   (sweeps resume where they stopped)
+set -euo pipefail
+OUT=${1:-runs/c100-ens}
+JOBS=${2:-2}
+KD=".venv/bin/kdlab"
+sweep() {  # sweep DIR args…: start, or resume a sweep that exists
+  local dir=$1; shift
+  if [ -f "$dir/sweep.json" ]; then $KD sweep --resume "$dir" --jobs "$JOBS" || true
+  else $KD sweep --out "$dir" --jobs "$JOBS" "$@" || true; fi
+}
+sweep $OUT/teachers --config configs/cifar100/small/ensemble_teacher_resnet20.yaml --no-analyze \
+  --grid 'views.standard=[weak,strong] seed=[0,1]'
+for aug in weak strong; do
+  T="teachers=[{name: resnet20, checkpoint: $OUT/teachers/standard-${aug}_seed-0}, {name: resnet20, checkpoint: $OUT/teachers/standard-${aug}_seed-1}]"
+  sweep $OUT/students-$aug-teachers --config configs/cifar100/small/ensemble_student_resnet8.yaml \
+    --grid 'views.standard=[weak,strong] seed=[0,1]' "$T"
+done
+T="teachers=[{name: resnet20, checkpoint: $OUT/teachers/standard-strong_seed-0}, {name: resnet20, checkpoint: $OUT/teachers/standard-strong_seed-1}]"
+sweep $OUT/control-logit-matching --config configs/cifar100/small/ensemble_student_resnet8.yaml \
+  --grid 'method.mse_weight=[0.1] seed=[0,1]' views.standard=strong "$T"
+sweep $OUT/control-kd-weight --config configs/cifar100/small/ensemble_student_resnet8.yaml \
+  --grid 'method.kd_weight=[2.0] seed=[0,1]' views.standard=strong "$T"
+for d in $OUT/students-weak-teachers $OUT/students-strong-teachers $OUT/control-logit-matching $OUT/control-kd-weight; do
+  $KD report "$d"
+done
