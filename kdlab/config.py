@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -95,7 +96,10 @@ class EngineConfig:
     eval_every: int = 1  # epochs between test evaluations (the last epoch is always evaluated)
     progress: bool = True
     threads: int | None = None  # torch intra-op threads; None leaves PyTorch's default
-    nonfinite: Literal["stop"] = "stop"
+    # A non-finite loss: `stop` (default; checked once per log interval, no per-step sync) names the step and
+    # term and stops with the last good checkpoint kept; `skip` drops that step's update and goes on (one host
+    # sync per step), logging skipped_steps per epoch and stopping if a whole epoch is non-finite.
+    nonfinite: Literal["stop", "skip"] = "stop"
 
 
 @dataclass
@@ -300,5 +304,36 @@ def teacher_configs(cfg: RunConfig) -> list[ModelConfig]:
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:
-    """Write the resolved config as YAML."""
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """Write the resolved config as YAML (atomically)."""
+    from kdlab.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def portable_paths(cfg: RunConfig) -> RunConfig:
+    """The config with every absolute file path (output_dir, data.dataset's path, data.cache_dir, model
+    checkpoints) rewritten relative to the working directory, so run folders, checkpoints and exports carry
+    no absolute paths of this machine. Relative paths are resolved from the working directory, as on the
+    command line, so a run is resumed from the folder it was started in."""
+
+    def rel(p: str | None) -> str | None:
+        return os.path.relpath(p) if p and os.path.isabs(p) else p
+
+    def rel_spec(spec: str) -> str:
+        kind, sep, path = spec.partition(":")
+        return f"{kind}:{rel(path)}" if sep and os.path.isabs(path) else spec
+
+    def model(m: ModelConfig | None) -> ModelConfig | None:
+        return None if m is None else dataclasses.replace(m, checkpoint=rel(m.checkpoint))
+
+    data = dataclasses.replace(cfg.data, dataset=rel_spec(cfg.data.dataset), cache_dir=rel(cfg.data.cache_dir))
+    student = model(cfg.student)
+    assert student is not None
+    return dataclasses.replace(
+        cfg,
+        output_dir=rel(cfg.output_dir) or cfg.output_dir,
+        data=data,
+        student=student,
+        teacher=model(cfg.teacher),
+        teachers=[t for t in (model(t) for t in cfg.teachers) if t is not None],
+    )

@@ -20,7 +20,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlab.config import ModelConfig, RunConfig, from_dict, load_config, save_config, teacher_configs, validate
+from kdlab.config import (
+    ModelConfig,
+    RunConfig,
+    from_dict,
+    load_config,
+    portable_paths,
+    save_config,
+    teacher_configs,
+    validate,
+)
 from kdlab.data import ImageDataset, load_dataset
 from kdlab.engine import Trainer
 from kdlab.errors import ConfigError, KdlabError, ModelError
@@ -130,6 +139,7 @@ def train(
             raise KdlabError(f"cannot resume: {run_dir} is not a run folder (no config.yaml)")
         cfg = load_config(run_dir / "config.yaml")
     validate(cfg)
+    cfg = portable_paths(cfg)
     run = build_run(cfg)
     if resume_dir is None:
         run_dir = new_run_dir(cfg)

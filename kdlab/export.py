@@ -44,6 +44,8 @@ def export_run(path: str | Path, out_dir: str | Path | None = None, which: str =
     example = torch.zeros(2, *info["image_shape"], dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.export.export(model, (example,), dynamic_shapes={"images": {0: batch}})
+    for node in program.graph.nodes:  # source locations would carry this machine's absolute file paths
+        node.meta.pop("stack_trace", None)
     atomic_write(out / "model.pt2", lambda tmp: torch.export.save(program, str(tmp)))
     # The weights the inference graph uses (for ATSC: student, projectors and the teachers' classifiers,
     # not the whole adapted teachers that the training checkpoint keeps for resuming).

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kdlab.errors import KdlabError
+from kdlab.faults import crash_point
 
 
 def _current_umask() -> int:
@@ -35,6 +36,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        crash_point("write")
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)

@@ -1,4 +1,5 @@
 import json
+import math
 from dataclasses import dataclass
 
 import pytest
@@ -109,6 +110,19 @@ def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(tmp_pa
     assert all(torch.isfinite(v).all() for k, v in last.items() if v.is_floating_point())
     lines = (tmp_path / "nan" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1]
+
+
+def test_nan_skip_mode_drops_the_bad_step_and_goes_on(tmp_path):
+    cfg = load_config(None, [*digits_overrides(tmp_path, 2), "student.name=resnet8", "method.name=test_nan_at_step",
+                             "engine.nonfinite=skip", "name=skip"])  # fmt: skip
+    logs: list[str] = []
+    _, summary = train(cfg, log=logs.append)
+    records = [json.loads(x) for x in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    assert "skipped_steps" not in records[0] and records[1]["skipped_steps"] == 1  # step 25 is in epoch 2
+    assert all(math.isfinite(r["train_loss"]) for r in records) and summary["status"] == "finished"
+    assert any("skipped 1 of 22 steps, non-finite loss (aux)" in m for m in logs)
+    last = load_file(str(tmp_path / "skip" / "checkpoints" / "last.safetensors"))
+    assert all(torch.isfinite(v).all() for k, v in last.items() if v.is_floating_point())
 
 
 def test_missing_teacher_checkpoint_is_a_clear_error(tmp_path):

@@ -21,7 +21,8 @@ from kdlab.config import RunConfig, to_dict
 from kdlab.data import DeviceLoader, ImageDataset
 from kdlab.engine.schedule import LRSchedule
 from kdlab.engine.state import load_training_state, optimizer_from_flat, save_training_state
-from kdlab.errors import CheckpointError, ConfigError, NonFiniteLossError
+from kdlab.errors import ConfigError, NonFiniteLossError
+from kdlab.faults import crash_point
 from kdlab.io import atomic_write_json, atomic_write_text
 from kdlab.methods.base import Distiller
 from kdlab.views import Normalize, StandardView, ViewPipeline, build_view, to_unit
@@ -93,6 +94,9 @@ class Trainer:
         )
         self.schedule = LRSchedule(cfg.schedule, cfg.optim.lr)
         self.epochs = self.schedule.epochs
+        self.skip_nonfinite = eng.nonfinite == "skip"
+        self.skipped: list[torch.Tensor] = []  # loss terms of the steps skipped this epoch (skip mode)
+        self._term_names: list[str] = []
         self.step_fn = self._train_step
         if eng.compile:
             self.step_fn = torch.compile(self._train_step)
@@ -145,6 +149,7 @@ class Trainer:
         """The trained model's test accuracy, loss and agreement with the teacher(s)."""
         self.method.eval()
         logits = self.predict(self.method.predict, self.test_loader)
+        crash_point("eval")
         return self.evaluate_logits(logits, self.test_loader.labels)
 
     # ------------------------------------------------------------------------------------------ training
@@ -161,9 +166,13 @@ class Trainer:
         loss = values.sum()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self._term_names = list(terms)
+        if self.skip_nonfinite and not bool(torch.isfinite(values).all()):  # host sync: only in skip mode
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped.append(values.detach().cpu())
+            return values.detach(), torch.zeros((), dtype=torch.long, device=self.device)
         self.optimizer.step()
         self.method.post_step(batch, self.optimizer)
-        self._term_names = list(terms)
         correct = (logits.detach().argmax(1) == labels).sum()
         return values.detach(), correct
 
@@ -180,6 +189,7 @@ class Trainer:
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         bad_terms: torch.Tensor | None = None
         seen = 0
+        self.skipped = []
         global_step0 = (epoch - 1) * steps
         for i, batch in enumerate(self.train_loader):
             if i == steps:
@@ -188,7 +198,11 @@ class Trainer:
             lr = self.schedule(progress_epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+            n_skipped = len(self.skipped)
             values, n_correct = self.step_fn(batch.images, batch.labels, batch.index, progress_epoch)
+            crash_point("step")
+            if len(self.skipped) > n_skipped:  # engine.nonfinite=skip dropped this step
+                continue
             b = batch.labels.shape[0]
             seen += b
             if sums is None:
@@ -197,7 +211,7 @@ class Trainer:
             sums += values * b
             correct += n_correct
             finite = torch.isfinite(values)
-            newly_bad = (first_bad < 0) & ~finite.all()
+            newly_bad = (first_bad < 0) & ~finite.all()  # (never in skip mode: those steps were dropped)
             first_bad = torch.where(newly_bad, global_step0 + i + 1, first_bad)
             bad_terms = bad_terms | (~finite & newly_bad)  # type: ignore[operator]
             if (i + 1) % self.cfg.engine.log_interval == 0 or i + 1 == steps:
@@ -206,13 +220,29 @@ class Trainer:
                     progress.update(task, completed=i + 1, loss=float(sums.sum()) / seen)
             elif progress is not None:
                 progress.update(task, completed=i + 1)
+        if self.skipped:
+            self._report_skipped(epoch, steps, seen)
         assert sums is not None
         means = (sums / seen).tolist()
         out = {f"train_{n}": v for n, v in zip(self._term_names, means)}
         out["train_loss"] = sum(means)
         out["train_acc"] = correct.item() / seen * 100
         out.update(self.views.pop_stats())
+        if self.skipped:
+            out["skipped_steps"] = len(self.skipped)
         return out
+
+    def _report_skipped(self, epoch: int, steps: int, seen: int) -> None:
+        bad = torch.stack(self.skipped)
+        names = [n for n, b in zip(self._term_names, (~torch.isfinite(bad)).any(0).tolist()) if b]
+        if seen == 0:
+            raise NonFiniteLossError(
+                f"every step of epoch {epoch} had a non-finite loss (terms: {', '.join(names)}); training stopped, "
+                "the last good checkpoint is kept. Lower optim.lr or check the data.",
+                (epoch - 1) * steps + 1,
+                names,
+            )
+        self.log(f"epoch {epoch}: skipped {len(self.skipped)} of {steps} steps, non-finite loss ({', '.join(names)})")
 
     def _check_finite(self, first_bad: torch.Tensor, bad_terms: torch.Tensor | None) -> None:
         step = int(first_bad)
@@ -269,9 +299,13 @@ class Trainer:
 
     def resume(self) -> None:
         """Continue from checkpoints/last.safetensors: weights, optimiser, RNG, epoch, best so far."""
+        for tmp in [*self.run_dir.glob(".tmp-*"), *self.ckpt_dir.glob(".tmp-*")]:
+            tmp.unlink()  # a write cut short by a kill; the file it was replacing is intact
         path = self.ckpt_dir / "last.safetensors"
-        if not path.is_file():
-            raise CheckpointError(f"cannot resume: {path} does not exist (the run never finished an epoch)")
+        if not path.is_file():  # killed during the first epoch: nothing to keep, start over in this folder
+            self.log("no checkpoint yet (the run stopped in its first epoch): starting again from epoch 1")
+            self._truncate_metrics(0)
+            return
         model, tensors, meta = load_training_state(path)
         self.method.load_checkpoint_state(model)
         optimizer_from_flat(self.optimizer, tensors, meta["optimizer"])
@@ -288,7 +322,8 @@ class Trainer:
         """Drop metric lines of epochs after the checkpoint (written before a kill, to be redone)."""
         path = self.run_dir / "metrics.jsonl"
         if path.is_file():
-            keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= epoch]
+            lines = path.read_text().splitlines()
+            keep = [ln for ln in lines if (e := _epoch_of(ln)) is not None and e <= epoch]
             atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
     # ------------------------------------------------------------------------------------------ the loop
@@ -301,7 +336,8 @@ class Trainer:
             self.log(f"teacher {i}: test acc {r.acc:.2f}%  loss {r.loss:.3f}")
         if resume:
             self.resume()
-            self.log(f"resuming at epoch {self.start_epoch}/{self.epochs}")
+            if self.start_epoch > 1:
+                self.log(f"resuming at epoch {self.start_epoch}/{self.epochs}")
         last_eval: EvalResult | None = None
         t_start = time.perf_counter()
         end = self.epochs if stop_after_epoch is None else min(self.epochs, stop_after_epoch)
@@ -356,6 +392,14 @@ class Trainer:
             "train_seconds_this_session": round(seconds, 2),
             "mean_images_per_s": sum(ln["images_per_s"] for ln in lines) / len(lines) if lines else None,
         }
+
+
+def _epoch_of(line: str) -> int | None:
+    """The epoch of a metrics.jsonl line; None for a blank line or one cut short by a kill."""
+    try:
+        return int(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _epoch_line(r: dict[str, Any], epochs: int) -> str:
