@@ -16,6 +16,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config file (see configs/)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its folder's last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true", help="check the config: build everything, take one step, exit")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
 
 
@@ -105,8 +106,14 @@ def _run(args: argparse.Namespace) -> int:
                 raise ConfigError("`kdlab train` trains without a teacher; use `kdlab distill` for teacher.* configs")
             if args.command == "distill" and cfg.teacher is None and not cfg.teachers:
                 raise ConfigError("`kdlab distill` needs a teacher: teacher.name=… teacher.checkpoint=…")
-        elif args.config or args.overrides:
-            raise ConfigError("--resume continues a run with its saved config; drop --config and overrides")
+        elif args.config or args.overrides or args.dry_run:
+            raise ConfigError("--resume continues a run with its saved config; drop --config, overrides, --dry-run")
+        if args.dry_run:
+            from kdlab.experiment import dry_run
+
+            console.print_json(json.dumps(dry_run(cfg)))  # type: ignore[arg-type]
+            console.print("dry run: the config builds and trains one step; no run folder was written")
+            return 0
 
         def log(msg: str) -> None:
             console.print(msg)
@@ -278,6 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kdlab: interrupted; resume with --resume RUN_DIR", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug in kdlab, not bad input: still one line unless --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"kdlab: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

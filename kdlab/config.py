@@ -296,6 +296,8 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(message)
     if sorted(cfg.schedule.milestones) != list(cfg.schedule.milestones):
         raise ConfigError("schedule.milestones must be increasing")
+    if cfg.method.get("strong_target") == "labels" and not cfg.views.strong:
+        raise ConfigError("method.strong_target=labels labels a strong view x', but views.strong is not set")
 
 
 def teacher_configs(cfg: RunConfig) -> list[ModelConfig]:

@@ -42,7 +42,10 @@ def resolve_device(name: str) -> torch.device:
     """'auto' → cuda if available else cpu; an unavailable cuda is a clear error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"engine.device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"engine.device={name} but no CUDA device is available; use engine.device=cpu")
     return dev
@@ -139,15 +142,43 @@ def train(
             raise KdlabError(f"cannot resume: {run_dir} is not a run folder (no config.yaml)")
         cfg = load_config(run_dir / "config.yaml")
     validate(cfg)
-    cfg = portable_paths(cfg)
     run = build_run(cfg)
     if resume_dir is None:
         run_dir = new_run_dir(cfg)
-        save_config(_with_resolved_method(cfg, run.method), run_dir / "config.yaml")
+        save_config(portable_paths(_with_resolved_method(cfg, run.method)), run_dir / "config.yaml")
     trainer = Trainer(cfg, run.method, run.data, run_dir, run.device, log=log)
     log(f"run folder: {run_dir}")
     summary = trainer.fit(resume=resume_dir is not None, stop_after_epoch=stop_after_epoch, progress=progress)
     return run_dir, summary
+
+
+def dry_run(cfg: RunConfig) -> dict[str, Any]:
+    """Check a config end to end without a run folder: load the data, build student, teachers, method and
+    views, and take one training step on one batch. Returns the plan (sizes, parameters, first loss terms)."""
+    import tempfile
+
+    validate(cfg)
+    run = build_run(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, run.method, run.data, Path(tmp), run.device, log=lambda _: None)
+        batch = next(iter(trainer.train_loader))
+        values, _ = trainer._train_step(batch.images, batch.labels, batch.index, 0.0)
+    n_params = sum(p.numel() for p in run.method.student.parameters())
+    return {
+        "dataset": cfg.data.dataset,
+        "classes": run.data.num_classes,
+        "image_shape": list(run.data.image_shape),
+        "train_images": len(run.data.train),
+        "test_images": len(run.data.test),
+        "student": cfg.student.name,
+        "student_parameters": n_params,
+        "teachers": [t.name for t in teacher_configs(cfg)],
+        "method": {"name": cfg.method["name"], **run.method.params_dict()},
+        "views": {"standard": cfg.views.standard, "strong": cfg.views.strong},
+        "steps_per_epoch": len(trainer.train_loader),
+        "epochs": trainer.epochs,
+        "first_step_loss_terms": dict(zip(trainer._term_names, values.tolist(), strict=True)),
+    }
 
 
 def _with_resolved_method(cfg: RunConfig, method: Distiller) -> RunConfig:

@@ -133,6 +133,11 @@ def test_imagefolder_bad_inputs(tmp_path):
     shutil.rmtree(tmp_path / "mismatch" / "test" / "dog")
     with pytest.raises(DataError, match="class folders differ"):
         load_dataset(f"imagefolder:{tmp_path / 'mismatch'}")
+    _write_tree(tmp_path / "hollow")  # a class folder with no images would silently drop a class
+    (tmp_path / "hollow" / "train" / "emu").mkdir()
+    (tmp_path / "hollow" / "train" / "emu" / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError, match=r"class folder .*train/emu has no images"):
+        load_dataset(f"imagefolder:{tmp_path / 'hollow'}")
     _write_tree(tmp_path / "mixed")
     Image.fromarray(np.zeros((4, 5), np.uint8), "L").save(tmp_path / "mixed" / "train" / "cat" / "9.png")
     with pytest.raises(DataError, match="mixes grey and colour"):

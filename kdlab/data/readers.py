@@ -161,6 +161,21 @@ def _tree_entries(root: Path) -> Iterator[tuple[str, str, str, bytes]]:
                     yield (*located, (Path(dirpath) / fname).read_bytes())
 
 
+def _check_no_empty_class_folders(root: Path, per_split: dict[str, list[tuple[str, str, np.ndarray]]]) -> None:
+    """A class folder without images would silently drop a class (and shift every label after it)."""
+    if root.is_file():
+        return  # an archive lists only files; its class set is checked train against test
+    for split_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower() in SPLIT_NAMES):
+        split = SPLIT_NAMES[split_dir.name.lower()]
+        found = {c for c, _, _ in per_split[split]}
+        empty = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and d.name not in found)
+        if empty:
+            raise DataError(
+                f"class folder {split_dir / empty[0]} has no images ({len(empty)} empty class folder(s) in "
+                f"{split_dir.name}/); add images (.png/.jpg) or remove the folder"
+            )
+
+
 def _locate(parts: list[str]) -> tuple[str, str, str] | None:
     """Find `<split>/<class>/<file>` at the end of a path's parts; None for files elsewhere."""
     if len(parts) >= 3 and parts[-3].lower() in SPLIT_NAMES:
@@ -183,6 +198,7 @@ def read_image_tree(root: Path) -> RawSplits:
         per_split[split].append((cls, fname, arr))
     if not per_split["train"] and not per_split["test"]:
         raise DataError(f"no images found under {root}; expected root/train/<class>/*.png|jpg and root/test/<class>/*")
+    _check_no_empty_class_folders(root, per_split)
     for split in ("train", "test"):
         if not per_split[split]:
             raise DataError(f"{root} has no '{split}' images (expected {root}/{split}/<class>/*)")

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kdlab.config import RunConfig, to_dict
+from kdlab.config import RunConfig, portable_paths, to_dict
 from kdlab.data import DeviceLoader, ImageDataset
 from kdlab.engine.schedule import LRSchedule
 from kdlab.engine.state import load_training_state, optimizer_from_flat, save_training_state
@@ -94,6 +94,12 @@ class Trainer:
         )
         self.schedule = LRSchedule(cfg.schedule, cfg.optim.lr)
         self.epochs = self.schedule.epochs
+        sched = cfg.schedule
+        if sched.kind == "multistep" and sched.milestones and min(sched.milestones) >= sched.epochs:
+            log(
+                f"warning: schedule.milestones {list(sched.milestones)} are all ≥ schedule.epochs={sched.epochs}: "
+                "the learning rate never decays (scale them, use schedule.epoch_factor, or schedule.kind=cosine)"
+            )
         self.skip_nonfinite = eng.nonfinite == "skip"
         self.skipped: list[torch.Tensor] = []  # loss terms of the steps skipped this epoch (skip mode)
         self._term_names: list[str] = []
@@ -285,7 +291,7 @@ class Trainer:
             "test_acc": result.acc if result else None,
             "best_acc": self.best_acc,
             "best_epoch": self.best_epoch,
-            "config": to_dict(self.cfg),
+            "config": to_dict(portable_paths(self.cfg)),
             "data": self._data_info(),
             "teacher_test_acc": [r.acc for r in self.teacher_eval],
         }
