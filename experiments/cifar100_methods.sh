@@ -26,8 +26,6 @@ jobs_list() {  # one shell command per line; a finished run (summary.json) is sk
       job $m-s$seed        $KD distill --no-progress --config $S seed=$seed method.name=$m ${EXTRA[$m]:-} $TEACH
       job $m-tlcmpick-s$seed $KD distill --no-progress --config $S seed=$seed method.name=$m ${EXTRA[$m]:-} $TEACH views.strong=cutmix_pick
     done
-  done
-  for seed in 0 1; do
     job atsc-s$seed          $KD distill --no-progress --config $S seed=$seed method.name=atsc $TEACH
     job atsc-tlcmpick-s$seed $KD distill --no-progress --config $S seed=$seed method.name=atsc $TEACH views.strong=cutmix_pick
     job atsc-2t-s$seed       $KD distill --no-progress --config $S seed=$seed method.name=atsc $TEACH \
