@@ -29,6 +29,28 @@ def test_methods_lists_kd_with_defaults(capsys):
         (["train", "teacher.name=resnet8"], "use `kdlab distill`"),
         (["train", "--config", "missing.yaml"], "config file 'missing.yaml' not found"),
         (["eval", "/no/such/run"], "does not exist"),
+        (
+            ["distill", "data.dataset=digits", "teacher.name=resnet8", "method.name=kd", "method.temperature=0"],
+            "method.temperature must be > 0",
+        ),
+        (
+            [
+                "train",
+                "--dry-run",
+                "data.dataset=digits",
+                "views.strong=cutmix_pick",
+                "views.params.n_pick=1000",
+                "views.params.score=student_entropy",
+            ],
+            "n_pick=1000 exceeds the pool of 128 candidates",
+        ),
+        (["train", "--dry-run", "data.dataset=digits", "views.strong=cutmix_pick"], "score=kld needs a teacher"),
+        (
+            ["distill", "data.dataset=digits", "teacher.name=resnet8", "method.name=kd", "method.strong_target=labels"],
+            "views.strong is not set",
+        ),
+        (["train", "--resume", "runs/x", "seed=3"], "drop --config, overrides"),
+        (["train", "--dry-run", "engine.device=gpu0"], "engine.device='gpu0' is not a device"),
     ],
 )
 def test_bad_input_is_one_clean_line(capsys, argv, message):
