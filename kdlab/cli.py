@@ -120,8 +120,9 @@ def _run(args: argparse.Namespace) -> int:
 
         with progress_bar(not args.no_progress) as progress:
             run_dir, summary = train(cfg, args.resume, log=log, progress=progress)  # type: ignore[arg-type]
-        console.print_json(json.dumps(summary))
-        console.print(f"run folder: {run_dir}")
+        if summary:  # empty on ranks other than 0 of a multi-process run
+            console.print_json(json.dumps(summary))
+            console.print(f"run folder: {run_dir}")
         return 0
     if args.command == "eval":
         from kdlab.experiment import evaluate_path

@@ -68,6 +68,9 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
+    # If set, `lr` is the rate for a global batch of lr_ref_batch images and is scaled linearly to
+    # data.batch_size (the global batch, whatever the number of processes).
+    lr_ref_batch: int | None = None
 
 
 @dataclass
@@ -100,6 +103,7 @@ class EngineConfig:
     # term and stops with the last good checkpoint kept; `skip` drops that step's update and goes on (one host
     # sync per step), logging skipped_steps per epoch and stopping if a whole epoch is non-finite.
     nonfinite: Literal["stop", "skip"] = "stop"
+    sync_bn: bool = False  # multi-GPU: SyncBatchNorm in the student (CUDA only)
 
 
 @dataclass
@@ -273,6 +277,7 @@ def validate(cfg: RunConfig) -> None:
     """Range checks that types alone cannot express; raises ConfigError naming the key."""
     checks = [
         (cfg.optim.lr > 0, "optim.lr must be > 0"),
+        (cfg.optim.lr_ref_batch is None or cfg.optim.lr_ref_batch >= 1, "optim.lr_ref_batch must be >= 1"),
         (cfg.optim.momentum >= 0, "optim.momentum must be >= 0"),
         (cfg.optim.weight_decay >= 0, "optim.weight_decay must be >= 0"),
         (cfg.schedule.epochs >= 1, "schedule.epochs must be >= 1"),

@@ -32,6 +32,7 @@ from kdlab.config import (
 )
 from kdlab.data import ImageDataset, load_dataset
 from kdlab.engine import Trainer
+from kdlab.engine.distributed import check_distributed_config, init_distributed
 from kdlab.errors import ConfigError, KdlabError, ModelError
 from kdlab.methods import Distiller, Teacher, build_method
 from kdlab.methods.base import resolve_method_params
@@ -142,11 +143,22 @@ def train(
             raise KdlabError(f"cannot resume: {run_dir} is not a run folder (no config.yaml)")
         cfg = load_config(run_dir / "config.yaml")
     validate(cfg)
+    dist = init_distributed(cfg.engine.device)
+    check_distributed_config(cfg, dist)
+    if not dist.is_main:
+        log, progress = (lambda _: None), None  # rank 0 alone reports
     run = build_run(cfg)
+    if dist.active:
+        if run.device.type == "cuda":
+            run.device = torch.device("cuda", dist.local_rank)
+        torch.manual_seed(cfg.seed * 1_000_003 + dist.rank)  # the same models; independent random streams
+        log(f"{dist.world} processes: global batch {cfg.data.batch_size}, {cfg.data.batch_size // dist.world} each")
     if resume_dir is None:
-        run_dir = new_run_dir(cfg)
-        save_config(portable_paths(_with_resolved_method(cfg, run.method)), run_dir / "config.yaml")
-    trainer = Trainer(cfg, run.method, run.data, run_dir, run.device, log=log)
+        if dist.is_main:
+            run_dir = new_run_dir(cfg)
+            save_config(portable_paths(_with_resolved_method(cfg, run.method)), run_dir / "config.yaml")
+        run_dir = Path(dist.broadcast_object(str(run_dir) if dist.is_main else None))
+    trainer = Trainer(cfg, run.method, run.data, run_dir, run.device, log=log, dist=dist)
     log(f"run folder: {run_dir}")
     summary = trainer.fit(resume=resume_dir is not None, stop_after_epoch=stop_after_epoch, progress=progress)
     return run_dir, summary

@@ -20,7 +20,8 @@ class Batch:
 
 
 class DeviceLoader:
-    """Shuffled (or ordered) index batches over a split held on `device`.
+    """Shuffled (or ordered) index batches over a split held on `device`. With `shard=(rank, world)` every
+    process draws the same permutation and takes its own slice of each batch of `batch_size` (the global batch).
 
     The permutation is drawn from `generator` (on the split's device), so a seed fixes the order and a
     saved generator state resumes it exactly."""
@@ -33,6 +34,7 @@ class DeviceLoader:
         shuffle: bool = True,
         drop_last: bool = False,
         generator: torch.Generator | None = None,
+        shard: tuple[int, int] = (0, 1),
     ):
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
@@ -41,6 +43,7 @@ class DeviceLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.generator = generator
+        self.rank, self.world = shard  # this process takes its slice of every (global) batch
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -59,4 +62,6 @@ class DeviceLoader:
             order = torch.arange(n, device=self.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            if self.world > 1:
+                idx = idx.tensor_split(self.world)[self.rank]
             yield Batch(self.images[idx], self.labels[idx], idx)

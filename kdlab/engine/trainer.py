@@ -19,9 +19,10 @@ import torch.nn.functional as F
 
 from kdlab.config import RunConfig, portable_paths, to_dict
 from kdlab.data import DeviceLoader, ImageDataset
+from kdlab.engine.distributed import Distributed
 from kdlab.engine.schedule import LRSchedule
 from kdlab.engine.state import load_training_state, optimizer_from_flat, save_training_state
-from kdlab.errors import ConfigError, NonFiniteLossError
+from kdlab.errors import CheckpointError, ConfigError, NonFiniteLossError
 from kdlab.faults import crash_point
 from kdlab.io import atomic_write_json, atomic_write_text
 from kdlab.methods.base import Distiller
@@ -57,8 +58,10 @@ class Trainer:
         run_dir: Path,
         device: torch.device,
         log: Callable[[str], None] = print,
+        dist: Distributed | None = None,
     ):
         self.cfg = cfg
+        self.dist = dist or Distributed()
         self.device = device
         self.method = method.to(device)
         self.data = data
@@ -68,6 +71,10 @@ class Trainer:
         self.memory_format = torch.channels_last if eng.channels_last else torch.contiguous_format
         if eng.channels_last:
             self.method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if eng.sync_bn:
+            if device.type != "cuda":
+                raise ConfigError("engine.sync_bn needs CUDA (PyTorch's SyncBatchNorm runs on GPUs only)")
+            method.student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method.student)
         self.views = build_pipeline(cfg, data).to(device)
         self.scorer = None
         if isinstance(self.views.strong, CutMixPick):
@@ -76,23 +83,33 @@ class Trainer:
             if not method.teachers and pp.score != "student_entropy":
                 raise ConfigError(f"cutmix_pick with score={pp.score} needs a teacher")
             self.scorer = lambda x: method.score_candidates(x, pp.score, pp.temperature, pp.bn_update_compat)
-        self.generator = torch.Generator(device=device)
+        self.generator = torch.Generator(device=device)  # the sample order: the same in every process
         self.generator.manual_seed(cfg.seed)
+        self.view_generator = self.generator  # augmentation draws: one stream per process
+        if self.dist.active:
+            self.view_generator = torch.Generator(device=device)
+            self.view_generator.manual_seed(cfg.seed + 1_000_003 * (self.dist.rank + 1))
         self.train_loader = DeviceLoader(
-            data.train, cfg.data.batch_size, device, True, cfg.data.drop_last, self.generator
-        )
+            data.train, cfg.data.batch_size, device, True, cfg.data.drop_last, self.generator,
+            shard=(self.dist.rank, self.dist.world),
+        )  # fmt: skip
         self.test_loader = DeviceLoader(data.test, cfg.data.eval_batch_size, device, shuffle=False)
         if method.needs_train_labels:
             method.attach_train_labels(self.train_loader.labels, self.generator)
         params = [p for m in method.trainable_modules().values() for p in m.parameters() if p.requires_grad]
+        self.lr = cfg.optim.lr
+        if cfg.optim.lr_ref_batch:
+            self.lr = cfg.optim.lr * cfg.data.batch_size / cfg.optim.lr_ref_batch
         self.optimizer = torch.optim.SGD(
             params,
-            lr=cfg.optim.lr,
+            lr=self.lr,
             momentum=cfg.optim.momentum,
             weight_decay=cfg.optim.weight_decay,
             nesterov=cfg.optim.nesterov,
         )
-        self.schedule = LRSchedule(cfg.schedule, cfg.optim.lr)
+        if self.dist.active:  # every optimiser step (ATSC's bias step too) first averages gradients
+            self.optimizer.register_step_pre_hook(lambda opt, *_: self.dist.average_gradients(opt))
+        self.schedule = LRSchedule(cfg.schedule, self.lr)
         self.epochs = self.schedule.epochs
         sched = cfg.schedule
         if sched.kind == "multistep" and sched.milestones and min(sched.milestones) >= sched.epochs:
@@ -165,7 +182,7 @@ class Trainer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step. Returns (loss terms (T,), correct count) as device tensors, no host sync."""
         with autocast_context(self.device, self.cfg.engine.amp):
-            batch = self.views(images, labels, index, self.generator, self.scorer, self.memory_format)
+            batch = self.views(images, labels, index, self.view_generator, self.scorer, self.memory_format)
             batch.epoch = epoch
             logits, terms = self.method.forward_train(batch)
         values = torch.stack([t.float() for t in terms.values()])
@@ -173,7 +190,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._term_names = list(terms)
-        if self.skip_nonfinite and not bool(torch.isfinite(values).all()):  # host sync: only in skip mode
+        if self.skip_nonfinite and self.dist.any(~torch.isfinite(values).all()):  # host sync: only in skip mode
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped.append(values.detach().cpu())
             return values.detach(), torch.zeros((), dtype=torch.long, device=self.device)
@@ -229,6 +246,9 @@ class Trainer:
         if self.skipped:
             self._report_skipped(epoch, steps, seen)
         assert sums is not None
+        if self.dist.active:  # epoch totals over all processes
+            sums, correct = self.dist.sum(sums), self.dist.sum(correct)
+            seen = int(self.dist.sum(torch.tensor(seen, device=self.device)))
         means = (sums / seen).tolist()
         out = {f"train_{n}": v for n, v in zip(self._term_names, means)}
         out["train_loss"] = sum(means)
@@ -279,6 +299,11 @@ class Trainer:
 
     def _rng_state(self) -> dict[str, torch.Tensor]:
         state = {"data": self.generator.get_state(), "torch": torch.get_rng_state()}
+        if self.dist.active:  # every process's augmentation and torch streams, gathered to the writer
+            for r, st in enumerate(self.dist.gather(self.view_generator.get_state().to(self.device))):
+                state[f"views{r}"] = st.cpu()
+            for r, st in enumerate(self.dist.gather(torch.get_rng_state().to(self.device))):
+                state[f"torch{r}"] = st.cpu()
         if self.device.type == "cuda":
             state["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -295,17 +320,20 @@ class Trainer:
             "data": self._data_info(),
             "teacher_test_acc": [r.acc for r in self.teacher_eval],
         }
+        rng = self._rng_state() if full else {}  # a collective: every process takes part
+        if not self.dist.is_main:
+            return
         save_training_state(
             self.ckpt_dir / f"{name}.safetensors",
             self.method.checkpoint_state(),
             self.optimizer if full else None,
-            self._rng_state() if full else {},
+            rng,
             meta,
         )
 
     def resume(self) -> None:
         """Continue from checkpoints/last.safetensors: weights, optimiser, RNG, epoch, best so far."""
-        for tmp in [*self.run_dir.glob(".tmp-*"), *self.ckpt_dir.glob(".tmp-*")]:
+        for tmp in [*self.run_dir.glob(".tmp-*"), *self.ckpt_dir.glob(".tmp-*")] if self.dist.is_main else []:
             tmp.unlink()  # a write cut short by a kill; the file it was replacing is intact
         path = self.ckpt_dir / "last.safetensors"
         if not path.is_file():  # killed during the first epoch: nothing to keep, start over in this folder
@@ -316,6 +344,12 @@ class Trainer:
         self.method.load_checkpoint_state(model)
         optimizer_from_flat(self.optimizer, tensors, meta["optimizer"])
         self.generator.set_state(tensors["rng.data"])
+        if self.dist.active:
+            key = f"rng.views{self.dist.rank}"
+            if key not in tensors:
+                raise CheckpointError(f"cannot resume on {self.dist.world} processes: {path} was written by fewer")
+            self.view_generator.set_state(tensors[key])
+            torch.set_rng_state(tensors[f"rng.torch{self.dist.rank}"])
         torch.set_rng_state(tensors["rng.torch"])
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
@@ -327,7 +361,7 @@ class Trainer:
     def _truncate_metrics(self, epoch: int) -> None:
         """Drop metric lines of epochs after the checkpoint (written before a kill, to be redone)."""
         path = self.run_dir / "metrics.jsonl"
-        if path.is_file():
+        if self.dist.is_main and path.is_file():
             lines = path.read_text().splitlines()
             keep = [ln for ln in lines if (e := _epoch_of(ln)) is not None and e <= epoch]
             atomic_write_text(path, "".join(ln + "\n" for ln in keep))
@@ -357,6 +391,7 @@ class Trainer:
             record: dict[str, Any] = {"epoch": epoch, "lr": self.schedule(epoch - 1)}
             record.update(self.train_epoch(epoch, progress, task))
             train_time = time.perf_counter() - t0
+            self.dist.average_buffers(list(self.method.trainable_modules().values()))
             if epoch % self.cfg.engine.eval_every == 0 or epoch == self.epochs:
                 if self.method.adaptive_teachers:  # the teachers changed: re-measure them first
                     record["teacher_test_acc"] = [r.acc for r in self.evaluate_teachers()]
@@ -370,12 +405,16 @@ class Trainer:
             record.update(self.method.epoch_report())
             record["epoch_time_s"] = time.perf_counter() - t0
             record["images_per_s"] = self.train_loader.num_samples / train_time
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            if self.dist.is_main:
+                with open(self.run_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
             self.save_checkpoint("last", epoch, last_eval, full=True)
             if progress is not None:
                 progress.remove_task(task)
             self.log(_epoch_line(record, self.epochs))
+        self.dist.barrier()
+        if not self.dist.is_main:
+            return {}
         summary = self.summary(last_eval, time.perf_counter() - t_start, finished=end == self.epochs)
         atomic_write_json(self.run_dir / "summary.json", summary)
         return summary
