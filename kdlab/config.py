@@ -34,6 +34,12 @@ class DataConfig:
     crop_padding: int = 4  # standard view: random crop with this zero padding; 0 disables the crop
     flip: bool = True  # standard view: random horizontal flip
     drop_last: bool = False
+    # Streaming from disk for image folders too large for memory (ImageNet): `auto` streams when the decoded
+    # images would exceed memory_budget_gb; `on` always (a folder, not an archive); `off` never.
+    stream: Literal["auto", "on", "off"] = "auto"
+    memory_budget_gb: float = 16.0
+    image_size: int | None = None  # streamed images are brought to this size (default: the first image's)
+    workers: int | None = None  # decoding processes when streaming (default: cores − 1, at most 8)
 
 
 @dataclass
@@ -151,6 +157,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         raise ConfigError(errors[0] if errors else f"{path}: bad value {value!r}")
     if origin is Literal:
         allowed = typing.get_args(tp)
+        if isinstance(value, bool):  # YAML 1.1 reads on/off/yes/no as booleans
+            spelled = [w for w in (("on", "true", "yes") if value else ("off", "false", "no")) if w in allowed]
+            value = spelled[0] if spelled else value
         if value not in allowed:
             raise ConfigError(
                 f"{path} must be one of {', '.join(map(str, allowed))}; got {value!r}"

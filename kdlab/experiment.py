@@ -98,7 +98,10 @@ def build_run(cfg: RunConfig) -> Run:
     if cfg.engine.threads:
         torch.set_num_threads(cfg.engine.threads)
     device = resolve_device(cfg.engine.device)
-    data = load_dataset(cfg.data.dataset, cfg.data.cache_dir, cfg.data.train_per_class, cfg.data.test_per_class)
+    d = cfg.data
+    data = load_dataset(
+        d.dataset, d.cache_dir, d.train_per_class, d.test_per_class, d.stream, d.memory_budget_gb, d.image_size
+    )
     torch.manual_seed(cfg.seed)
     student, student_taps = build_student(cfg.student, data)
     teachers = [

@@ -1,6 +1,8 @@
 import gzip
+import json
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,3 +228,63 @@ def test_device_loader_covers_each_sample_once():
     assert torch.equal(seen, again)
     dropped = DeviceLoader(d.train, 100, torch.device("cpu"), drop_last=True, generator=g)
     assert len(dropped) == 13 and dropped.num_samples == 1300
+
+
+@pytest.fixture(scope="module")
+def cifar10_folder(shared_data, tmp_path_factory) -> Path:
+    """The first 30 train and 10 test JPEGs of each CIFAR-10 class, extracted as an ImageFolder tree."""
+    import tarfile
+
+    root = tmp_path_factory.mktemp("c10")
+    kept: dict[tuple[str, str], int] = {}
+    with tarfile.open(shared_data / "cifar10-jpg.tar.gz") as tar:
+        for m in tar:
+            parts = m.name.split("/")
+            if not m.isfile() or len(parts) < 4:
+                continue
+            key = (parts[-3], parts[-2])
+            if kept.get(key, 0) < (30 if parts[-3] == "train" else 10):
+                kept[key] = kept.get(key, 0) + 1
+                tar.extract(m, root, filter="data")
+    return root / "cifar10-jpg"
+
+
+def test_streaming_equals_in_memory_on_a_cifar10_jpeg_folder(cifar10_folder, tmp_path):
+    from kdlab.config import load_config
+    from kdlab.data.streaming import StreamingDataset
+    from kdlab.experiment import train
+
+    memory = load_dataset(f"imagefolder:{cifar10_folder}", stream="off")
+    streamed = load_dataset(f"imagefolder:{cifar10_folder}", stream="on")
+    assert isinstance(streamed, StreamingDataset) and not isinstance(memory, StreamingDataset)
+    assert streamed.classes == memory.classes and streamed.image_shape == memory.image_shape == (3, 32, 32)
+    assert torch.equal(streamed.train.labels, memory.train.labels) and len(streamed.test) == 100
+    assert streamed.mean == pytest.approx(memory.mean, abs=1e-9)
+    # One epoch each way, same seed: the streamed batches are the in-memory batches, so the run is the same.
+    records = {}
+    for mode in ("off", "on"):
+        cfg = load_config(None, [f"data.dataset=imagefolder:{cifar10_folder}", f"data.stream={mode}",
+                                 "data.workers=2", "student.name=resnet8", "schedule.kind=cosine",
+                                 "schedule.epochs=1", "engine.progress=false", f"output_dir={tmp_path}",
+                                 f"name={mode}"])  # fmt: skip
+        run_dir, _ = train(cfg, log=lambda _: None)
+        line = json.loads((run_dir / "metrics.jsonl").read_text())
+        records[mode] = {k: v for k, v in line.items() if k not in ("epoch_time_s", "images_per_s")}
+    assert records["on"] == records["off"]
+
+
+def test_streaming_needs_a_folder_and_crops_other_sizes(tmp_path):
+    from kdlab.data.streaming import decode_fixed
+
+    _write_tree(tmp_path / "tree", size=(40, 24))
+    shutil.make_archive(str(tmp_path / "tree"), "gztar", tmp_path / "tree")
+    with pytest.raises(DataError, match="extract an archive first"):
+        load_dataset(f"imagefolder:{tmp_path / 'tree.tar.gz'}", stream="on")
+    d = load_dataset(f"imagefolder:{tmp_path / 'tree'}", stream="on", image_size=16)
+    assert d.image_shape == (3, 16, 16)
+    import random
+
+    f = d.train.files[0]
+    a, b = decode_fixed(f, 16, 3, random.Random(1)), decode_fixed(f, 16, 3, random.Random(1))
+    assert a.shape == (3, 16, 16) and a.dtype == np.uint8 and np.array_equal(a, b)  # seeded crop
+    assert decode_fixed(f, 16, 3, None).shape == (3, 16, 16)  # test: resize + centre crop

@@ -4,4 +4,29 @@ from kdlab.data.dataset import ImageDataset, ImageSplit
 from kdlab.data.loader import Batch, DeviceLoader
 from kdlab.data.spec import load_dataset
 
-__all__ = ["Batch", "DeviceLoader", "ImageDataset", "ImageSplit", "load_dataset"]
+
+def make_loader(
+    data: object,
+    split: str,
+    batch_size: int,
+    device: object,
+    shuffle: bool,
+    drop_last: bool = False,
+    generator: object = None,
+    shard: tuple[int, int] = (0, 1),
+    workers: int | None = None,
+) -> DeviceLoader:
+    """The loader for `data.<split>` ('train' or 'test'): in-memory DeviceLoader, or a StreamingLoader
+    (same interface) for a StreamingDataset. Training batches of streamed data get random crops."""
+    from kdlab.data.streaming import StreamingDataset, StreamingLoader, default_workers
+
+    part = getattr(data, split)
+    if isinstance(data, StreamingDataset):
+        return StreamingLoader(  # type: ignore[return-value]
+            data, part, batch_size, device, shuffle, drop_last, generator, shard,  # type: ignore[arg-type]
+            workers if workers is not None else default_workers(), train=split == "train",
+        )  # fmt: skip
+    return DeviceLoader(part, batch_size, device, shuffle, drop_last, generator, shard)  # type: ignore[arg-type]
+
+
+__all__ = ["Batch", "DeviceLoader", "ImageDataset", "ImageSplit", "load_dataset", "make_loader"]

@@ -107,9 +107,27 @@ def load_dataset(
     cache_dir: str | Path | None = None,
     train_per_class: int | None = None,
     test_per_class: int | None = None,
+    stream: str = "off",
+    memory_budget_gb: float = 16.0,
+    image_size: int | None = None,
 ) -> ImageDataset:
-    """Load a dataset by spec string into memory (uint8 tensors), optionally keeping the first k per class."""
+    """Load a dataset by spec string into memory (uint8 tensors), optionally keeping the first k per class.
+
+    An image-folder tree (a folder, not an archive) can instead be streamed from disk (`stream=on`, or `auto`
+    when its decoded size exceeds `memory_budget_gb`): the result is then a StreamingDataset with the same
+    attributes, whose loaders decode files in worker processes (kdlab.data.streaming)."""
     kind, root = parse_spec(spec)
+    if stream not in ("auto", "on", "off"):
+        raise DataError(f"data.stream must be auto, on or off, got {stream!r}")
+    if root is not None and stream != "off" and kind in ("imagefolder", "auto", "cifar10", "cifar100"):
+        from kdlab.data import streaming
+
+        if stream == "on" or (
+            root.is_dir() and not readers.is_mnist_idx_dir(root) and not (root / "batches.meta").exists()
+            and not (root / "meta").exists() and streaming.estimated_bytes(root) > memory_budget_gb * 2**30
+        ):  # fmt: skip
+            name = f"{kind}:{root.name}" if kind != "auto" else root.name
+            return streaming.open_streaming(root, name, image_size, train_per_class, test_per_class)  # type: ignore[return-value]
     if root is None:
         raw = readers.read_digits()
         mean, std = channel_stats(torch.from_numpy(raw.train_images))

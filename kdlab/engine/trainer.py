@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from kdlab.config import RunConfig, portable_paths, to_dict
-from kdlab.data import DeviceLoader, ImageDataset
+from kdlab.data import DeviceLoader, ImageDataset, make_loader
 from kdlab.engine.distributed import Distributed
 from kdlab.engine.schedule import LRSchedule
 from kdlab.engine.state import load_training_state, optimizer_from_flat, save_training_state
@@ -89,11 +89,11 @@ class Trainer:
         if self.dist.active:
             self.view_generator = torch.Generator(device=device)
             self.view_generator.manual_seed(cfg.seed + 1_000_003 * (self.dist.rank + 1))
-        self.train_loader = DeviceLoader(
-            data.train, cfg.data.batch_size, device, True, cfg.data.drop_last, self.generator,
-            shard=(self.dist.rank, self.dist.world),
+        self.train_loader = make_loader(
+            data, "train", cfg.data.batch_size, device, True, cfg.data.drop_last, self.generator,
+            shard=(self.dist.rank, self.dist.world), workers=cfg.data.workers,
         )  # fmt: skip
-        self.test_loader = DeviceLoader(data.test, cfg.data.eval_batch_size, device, shuffle=False)
+        self.test_loader = make_loader(data, "test", cfg.data.eval_batch_size, device, False, workers=cfg.data.workers)
         if method.needs_train_labels:
             method.attach_train_labels(self.train_loader.labels, self.generator)
         params = [p for m in method.trainable_modules().values() for p in m.parameters() if p.requires_grad]

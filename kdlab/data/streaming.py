@@ -1,0 +1,251 @@
+"""Data that does not fit in memory (ImageNet: 1.28M images): an ImageFolder tree streamed from disk.
+
+DataLoader workers decode each file with Pillow and bring it to a fixed size (training: RandomResizedCrop
+when the file is not already that size; test: resize the shorter side to size/0.875 and centre-crop), and
+yield uint8 batches (B, C, S, S). Everything after that — the standard and strong views, normalisation, the
+method — is the in-memory path's code. The sample order comes from the same seeded generator as the
+in-memory loader, so a folder of already-sized images (CIFAR as JPEG) gives the same batches either way."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdlab.data.dataset import channel_stats
+from kdlab.data.loader import Batch
+from kdlab.data.readers import IMAGE_SUFFIXES, SPLIT_NAMES
+from kdlab.errors import DataError
+
+
+@dataclass
+class FileSplit:
+    """One split on disk: image `files` and int64 `labels` (N,)."""
+
+    files: list[str]
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def first_per_class(self, k: int, num_classes: int) -> FileSplit:
+        keep = torch.zeros(len(self), dtype=torch.bool)
+        for c in range(num_classes):
+            keep[torch.nonzero(self.labels == c).flatten()[:k]] = True
+        idx = torch.nonzero(keep).flatten().tolist()
+        return FileSplit([self.files[i] for i in idx], self.labels[keep])
+
+
+@dataclass
+class StreamingDataset:
+    """Like ImageDataset, but the splits are files decoded on the fly to `channels`×`size`×`size`."""
+
+    name: str
+    train: FileSplit
+    test: FileSplit
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    size: int
+    channels: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.channels, self.size, self.size
+
+
+def index_image_tree(root: Path) -> tuple[list[str], FileSplit, FileSplit]:
+    """Class names and the files of `root/{train,test|val}/<class>/*` (a folder; sorted like the in-memory
+    reader: classes by name, files by name within a class)."""
+    if not root.is_dir():
+        raise DataError(f"streaming reads an image folder; {root} is not one (extract an archive first)")
+    per_split: dict[str, dict[str, list[str]]] = {"train": {}, "test": {}}
+    for split_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower() in SPLIT_NAMES):
+        split = SPLIT_NAMES[split_dir.name.lower()]
+        for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+            files = sorted(f.name for f in class_dir.iterdir() if f.name.lower().endswith(IMAGE_SUFFIXES))
+            if not files:
+                raise DataError(f"class folder {class_dir} has no images; add images or remove the folder")
+            per_split[split][class_dir.name] = [str(class_dir / f) for f in files]
+    if not per_split["train"] or not per_split["test"]:
+        raise DataError(f"{root} needs train/<class>/* and test/<class>/* (or val/) image folders")
+    classes = sorted(per_split["train"])
+    if sorted(per_split["test"]) != classes:
+        raise DataError(f"{root}: train and test class folders differ")
+    splits = []
+    for split in ("train", "test"):
+        files = [f for c in classes for f in per_split[split][c]]
+        labels = torch.tensor([i for i, c in enumerate(classes) for _ in per_split[split][c]], dtype=torch.long)
+        splits.append(FileSplit(files, labels))
+    return classes, splits[0], splits[1]
+
+
+def decode_fixed(path: str, size: int, channels: int, rng: random.Random | None) -> np.ndarray:
+    """One file → uint8 (channels, size, size). A file already size×size is only decoded. Otherwise, with an
+    `rng` (training): RandomResizedCrop (scale 0.08–1, ratio 3/4–4/3); without: resize the shorter side to
+    size/0.875 and centre-crop."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as f:
+            img = f.convert("L" if channels == 1 else "RGB")
+            w, h = img.size
+            bilinear = Image.Resampling.BILINEAR
+            if (w, h) != (size, size):
+                if rng is not None:
+                    img = img.resize((size, size), bilinear, box=_random_resized_box(w, h, rng))
+                else:
+                    short = round(size / 0.875)
+                    scale = short / min(w, h)
+                    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), bilinear)
+                    left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
+                    img = img.crop((left, top, left + size, top + size))
+            arr = np.asarray(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"image {path} is unreadable or corrupt ({e}); remove or replace it") from None
+    return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+
+
+def _random_resized_box(w: int, h: int, rng: random.Random) -> tuple[int, int, int, int]:
+    area = w * h
+    for _ in range(10):
+        target = area * rng.uniform(0.08, 1.0)
+        ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+        if 0 < cw <= w and 0 < ch <= h:
+            x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+            return x, y, x + cw, y + ch
+    side = min(w, h)
+    return (w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side
+
+
+class _Files(torch.utils.data.Dataset):
+    def __init__(self, split: FileSplit, size: int, channels: int, train: bool, epoch_seed: int):
+        self.split, self.size, self.channels, self.train, self.epoch_seed = split, size, channels, train, epoch_seed
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        rng = random.Random(self.epoch_seed * 1_000_003 + i) if self.train else None
+        img = decode_fixed(self.split.files[i], self.size, self.channels, rng)
+        return torch.from_numpy(img), int(self.split.labels[i]), i
+
+
+def _collate(items: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    images, labels, index = zip(*items, strict=True)
+    return torch.stack(images), torch.tensor(labels), torch.tensor(index)
+
+
+class StreamingLoader:
+    """DeviceLoader's interface over files: the same seeded order (and rank slices), uint8 batches decoded by
+    `workers` DataLoader processes, moved to `device`."""
+
+    def __init__(
+        self,
+        data: StreamingDataset,
+        split: FileSplit,
+        batch_size: int,
+        device: torch.device,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        generator: torch.Generator | None = None,
+        shard: tuple[int, int] = (0, 1),
+        workers: int = 4,
+        train: bool = True,
+    ):
+        self.data, self.split = data, split
+        self.labels = split.labels.to(device)
+        self.batch_size, self.device, self.shuffle, self.drop_last = batch_size, device, shuffle, drop_last
+        self.generator, self.workers, self.train = generator, workers, train
+        self.rank, self.world = shard
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self) * self.batch_size if self.drop_last else len(self.labels)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.labels)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator, device=self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        batches = []
+        for i in range(len(self)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            if self.world > 1:
+                idx = idx.tensor_split(self.world)[self.rank]
+            batches.append(idx.tolist())
+        # Crops are drawn in the workers from a seed taken from the run's generator (resumable); a folder of
+        # already-sized images draws nothing, keeping the generator in step with the in-memory loader.
+        needs_crops = self.train and any(_size_of(f) != (self.data.size,) * 2 for f in self.split.files[:1])
+        seed = int(torch.randint(2**31, (1,), generator=self.generator, device=self.device)) if needs_crops else 0
+        loader = torch.utils.data.DataLoader(
+            _Files(self.split, self.data.size, self.data.channels, self.train, seed),
+            batch_sampler=batches,
+            num_workers=self.workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+        )
+        for images, labels, index in loader:
+            yield Batch(
+                images.to(self.device, non_blocking=True),
+                labels.to(self.device, non_blocking=True),
+                index.to(self.device, non_blocking=True),
+            )
+
+
+def _size_of(path: str) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.size
+
+
+def open_streaming(
+    root: Path, name: str, size: int | None, train_per_class: int | None, test_per_class: int | None
+) -> StreamingDataset:
+    """Index `root` and measure mean/std on up to 2,000 evenly spaced training images (centre crops)."""
+    classes, train, test = index_image_tree(root)
+    if train_per_class:
+        train = train.first_per_class(train_per_class, len(classes))
+    if test_per_class:
+        test = test.first_per_class(test_per_class, len(classes))
+    from PIL import Image
+
+    with Image.open(train.files[0]) as first:
+        channels = 1 if first.mode in ("L", "1", "I;16", "I", "F", "LA") else 3
+        size = size or min(first.size)
+    step = max(1, len(train) // 2000)
+    sample = np.stack([decode_fixed(f, size, channels, None) for f in train.files[::step]])
+    mean, std = channel_stats(torch.from_numpy(sample))
+    return StreamingDataset(name, train, test, classes, mean, std, size, channels)
+
+
+def estimated_bytes(root: Path) -> int:
+    """Decoded size of an image tree if held in memory: files × bytes of the first image (uint8)."""
+    _, train, test = index_image_tree(root)
+    from PIL import Image
+
+    with Image.open(train.files[0]) as first:
+        c = 1 if first.mode in ("L", "1") else 3
+        w, h = first.size
+    return (len(train) + len(test)) * c * w * h
+
+
+def default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
