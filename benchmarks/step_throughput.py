@@ -4,7 +4,8 @@ Both do, per step: index a uint8 batch in memory, per-sample crop(4)+flip, norma
 grad, student forward/backward, 0.1·CE + 0.9·τ²·KL (τ=4), SGD (momentum 0.9, wd 5e-4). Runs alternate
 (plain, kdlab, plain, kdlab, …) so drift affects both; the table shows medians and the ratio.
 
-    .venv/bin/python benchmarks/step_throughput.py [--steps 30] [--repeats 3] [--batch 64]
+    .venv/bin/python benchmarks/step_throughput.py [--steps 30] [--repeats 3] [--batch 64] [--device cuda]
+        [--extra engine.amp=bf16 engine.channels_last=true]   # kdlab variants (the plain loop stays fp32)
 """
 
 from __future__ import annotations
@@ -39,19 +40,25 @@ def synthetic(n: int, classes: int = 100) -> ImageDataset:
     )
 
 
-def plain_loop(teacher_name: str, student_name: str, data: ImageDataset, batch: int) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_loop(teacher_name: str, student_name: str, data: ImageDataset, batch: int, device: torch.device) -> float:
     """The reference: what one writes by hand in PyTorch. Returns images/s over one pass."""
     torch.manual_seed(0)
-    teacher = create_model(teacher_name, 100).eval()
-    student = create_model(student_name, 100).train()
+    teacher = create_model(teacher_name, 100).eval().to(device)
+    student = create_model(student_name, 100).train().to(device)
     for p in teacher.parameters():
         p.requires_grad_(False)
     opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    g = torch.Generator().manual_seed(0)
-    images, labels = data.train.images, data.train.labels
-    order = torch.randperm(len(labels), generator=g)
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+    g = torch.Generator(device=device).manual_seed(0)
+    images, labels = data.train.images.to(device), data.train.labels.to(device)
+    order = torch.randperm(len(labels), generator=g, device=device)
+    _sync(device)
     t0 = time.perf_counter()
     for i in range(len(labels) // batch):
         idx = order[i * batch : (i + 1) * batch]
@@ -66,19 +73,24 @@ def plain_loop(teacher_name: str, student_name: str, data: ImageDataset, batch: 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    _sync(device)
     return (len(labels) // batch) * batch / (time.perf_counter() - t0)
 
 
-def kdlab_loop(teacher_name: str, student_name: str, data: ImageDataset, batch: int, extra: list[str]) -> float:
+def kdlab_loop(
+    teacher_name: str, student_name: str, data: ImageDataset, batch: int, extra: list[str], device: torch.device
+) -> float:
     """kdlab's Trainer.train_epoch on the same data. Returns images/s over one epoch."""
     cfg = load_config(None, [f"data.batch_size={batch}", "data.drop_last=true", "method.name=kd", *extra])
     torch.manual_seed(0)
     teacher = Teacher(create_model(teacher_name, 100), {})
     method = build_method(cfg.method, create_model(student_name, 100), [teacher])
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, method, data, Path(tmp), torch.device("cpu"), log=lambda _: None)
+        trainer = Trainer(cfg, method, data, Path(tmp), device, log=lambda _: None)
+        _sync(device)
         t0 = time.perf_counter()
         trainer.train_epoch(1)
+        _sync(device)
         return trainer.train_loader.num_samples / (time.perf_counter() - t0)
 
 
@@ -88,17 +100,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--extra", nargs="*", default=[], help="kdlab overrides, e.g. engine.channels_last=true")
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
+    device = torch.device(args.device)
     data = synthetic(args.steps * args.batch)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.steps} steps/run")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    print(f"torch {torch.__version__}, {where}, batch {args.batch}, {args.steps} steps/run, kdlab {args.extra or '-'}")
     print("| teacher → student | plain PyTorch (img/s) | kdlab Trainer (img/s) | ratio |")
     print("|---|---|---|---|")
     for t, s in PAIRS:
-        plain_loop(t, s, synthetic(4 * args.batch), args.batch)  # warm-up (allocator, oneDNN kernels)
+        plain_loop(t, s, synthetic(4 * args.batch), args.batch, device)  # warm-up (allocator, kernels)
         plain, ours = [], []
         for _ in range(args.repeats):
-            plain.append(plain_loop(t, s, data, args.batch))
-            ours.append(kdlab_loop(t, s, data, args.batch, args.extra))
+            plain.append(plain_loop(t, s, data, args.batch, device))
+            ours.append(kdlab_loop(t, s, data, args.batch, args.extra, device))
         p, k = statistics.median(plain), statistics.median(ours)
         print(f"| {t} → {s} | {p:.0f} | {k:.0f} | {k / p:.3f} |")
 
