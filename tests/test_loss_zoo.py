@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses import at, attention_map, dist, dkd, dkd_parts, fitnet, kd, logit_standardize, pkt, rkd, sp
+from kdlab.losses import at, attention_map, dist, dkd, dkd_parts, fitnet, kd, logit_standardize, pkt, rkd, sp, vid
 
 
 @pytest.fixture
@@ -110,3 +110,15 @@ def test_fitnet_is_mse():
 def test_logit_standardize():
     z = logit_standardize(torch.tensor([[1.0, 2.0, 3.0]]))
     assert z.mean().item() == pytest.approx(0.0, abs=1e-6) and z.std().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_vid_hand_case_and_its_minimum():
+    # μ = 0, F_t = 1, σ² = 2 in every channel: ½(1/2 + log 2) per element.
+    mu, ft = torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4)
+    assert vid(mu, torch.full((3,), 2.0), ft).item() == pytest.approx(0.5 * (0.5 + math.log(2)), rel=1e-6)
+    # A perfect mean leaves ½·log σ², minimised over σ² at the residual variance (here 0 → −∞ as σ² → 0).
+    assert vid(ft, torch.ones(3), ft).item() == pytest.approx(0.0, abs=1e-7)
+    # Per-channel variance: channel 1 with σ² = 4 contributes ½(1/4 + log 4), the others ½(1 + 0).
+    var = torch.tensor([1.0, 4.0, 1.0])
+    expected = (2 * 0.5 + 0.5 * (0.25 + math.log(4))) / 3
+    assert vid(mu, var, ft).item() == pytest.approx(expected, rel=1e-6)

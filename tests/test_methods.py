@@ -15,7 +15,7 @@ from kdlab.methods import METHODS
 from kdlab.models import create_model
 from kdlab.views import Normalize
 
-FEATURE_AND_LOGIT = ["dkd", "dist", "fitnet", "at", "sp", "rkd", "pkt", "simkd", "crd"]
+FEATURE_AND_LOGIT = ["dkd", "dist", "fitnet", "at", "sp", "rkd", "pkt", "vid", "simkd", "crd"]
 
 
 def _cfg(tmp_path, teacher, method, epochs=2, *extra):

@@ -1,6 +1,6 @@
 """Distillation losses as pure functions: tensors in, scalar out (float32)."""
 
-from kdlab.losses.feature import align_spatial, at, attention_map, fitnet, pkt, rkd, sp
+from kdlab.losses.feature import align_spatial, at, attention_map, fitnet, pkt, rkd, sp, vid
 from kdlab.losses.logit import cross_entropy, dist, dkd, dkd_parts, kd, logit_mse, logit_standardize
 
 __all__ = [
@@ -18,4 +18,5 @@ __all__ = [
     "pkt",
     "rkd",
     "sp",
+    "vid",
 ]

@@ -82,3 +82,11 @@ def pkt(emb_s: torch.Tensor, emb_t: torch.Tensor, eps: float = 1e-7) -> torch.Te
     sim_s = sim_s / sim_s.sum(1, keepdim=True)
     sim_t = sim_t / sim_t.sum(1, keepdim=True)
     return (sim_t * torch.log((sim_t + eps) / (sim_s + eps))).mean()
+
+
+def vid(pred_mean: torch.Tensor, pred_var: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+    """Variational information distillation (Ahn et al., CVPR 2019): the negative Gaussian log-likelihood of
+    the teacher map under the student's prediction, up to a constant: mean over all elements of
+    ½·((f_t − μ)² / σ² + log σ²). pred_mean μ (B, C, H, W), pred_var σ² (C,) > 0 per channel, f_t like μ."""
+    var = pred_var.float().view(1, -1, 1, 1)
+    return (0.5 * ((f_t.float() - pred_mean.float()).pow(2) / var + var.log())).mean()

@@ -1,14 +1,16 @@
-"""Feature-based methods of the CRD benchmark: fitnet, at, sp, rkd, pkt. Each states its paper, formula and
+"""Feature-based methods of the CRD benchmark: fitnet, at, sp, rkd, pkt, vid. Each states its paper, formula and
 the CRD-benchmark weight β (RepDistiller's `-r 1 -a 0 -b β`: 1·CE + 0·KD + β·loss)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from kdlab.losses import at, fitnet, pkt, rkd, sp
+from kdlab.losses import align_spatial, at, fitnet, pkt, rkd, sp, vid
 from kdlab.methods.base import register_method
 from kdlab.methods.feature_base import FeatureDistiller, FeatureParams, pooled
 
@@ -131,3 +133,56 @@ class ProbabilisticKT(FeatureDistiller):
 
     def feature_loss(self, s_feats: list[torch.Tensor], t_feats: list[torch.Tensor]) -> torch.Tensor:
         return pkt(pooled(s_feats[0]), pooled(t_feats[0]))
+
+
+class VIDRegressor(nn.Module):
+    """VID's per-stage predictor as in the CRD code: 1×1 conv → ReLU → 1×1 conv → ReLU → 1×1 conv (C_s → C_t,
+    hidden C_t), and a per-channel variance σ² = softplus(α) + ε initialised to `init_var`."""
+
+    def __init__(self, c_s: int, c_t: int, init_var: float = 5.0, eps: float = 1e-5):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(c_s, c_t, 1, bias=False), nn.ReLU(),
+            nn.Conv2d(c_t, c_t, 1, bias=False), nn.ReLU(),
+            nn.Conv2d(c_t, c_t, 1, bias=False),
+        )  # fmt: skip
+        self.eps = eps
+        self.log_scale = nn.Parameter(torch.full((c_t,), math.log(math.expm1(init_var - eps))))
+
+    def forward(self, f_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net(f_s), F.softplus(self.log_scale) + self.eps
+
+
+@dataclass
+class VIDParams(FeatureParams):
+    feat_weight: float = 1.0
+    init_var: float = 5.0
+    stages: list[str] = field(default_factory=lambda: ["stage1", "stage2", "stage3"])
+
+
+@register_method("vid", "VID: ce + β·Σ_stages Gaussian NLL of F_t under a predictor of F_s, β=1")
+class VariationalInformationDistillation(FeatureDistiller):
+    """VID (Ahn et al., CVPR 2019): maximise a variational lower bound of I(F_t; F_s) with a Gaussian
+    q(F_t | F_s) = N(μ(F_s), σ²) per stage; L = CE + β·Σ_j mean(½((F_t − μ)²/σ² + log σ²)), β = 1 (CRD
+    benchmark), σ² initialised to 5. Maps of different sizes are aligned by adaptive average pooling."""
+
+    Params = VIDParams
+
+    def tap_roles(self) -> tuple[str, ...]:
+        return tuple(self.params.stages)
+
+    def build_extras(self, s_shapes: list[torch.Size], t_shapes: list[torch.Size]) -> None:
+        self.regressors = nn.ModuleList(
+            VIDRegressor(int(s[1]), int(t[1]), self.params.init_var) for s, t in zip(s_shapes, t_shapes)
+        )
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        return {"regressors": self.regressors}
+
+    def feature_loss(self, s_feats: list[torch.Tensor], t_feats: list[torch.Tensor]) -> torch.Tensor:
+        losses = []
+        for reg, fs, ft in zip(self.regressors, s_feats, t_feats):
+            fs, ft = align_spatial(fs, ft)
+            mean, var = reg(fs)
+            losses.append(vid(mean, var, ft))
+        return torch.stack(losses).sum()
