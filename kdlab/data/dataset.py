@@ -9,6 +9,14 @@ import torch
 from kdlab.errors import DataError
 
 
+def first_per_class_mask(labels: torch.Tensor, k: int, num_classes: int) -> torch.Tensor:
+    """Boolean mask (N,) of the first k samples of every class among int labels (N,)."""
+    keep = torch.zeros(len(labels), dtype=torch.bool)
+    for c in range(num_classes):
+        keep[torch.nonzero(labels == c).flatten()[:k]] = True
+    return keep
+
+
 @dataclass
 class ImageSplit:
     """One split: `images` uint8 (N, C, H, W), `labels` int64 (N,) with values in [0, num_classes)."""
@@ -28,9 +36,7 @@ class ImageSplit:
 
     def first_per_class(self, k: int, num_classes: int) -> ImageSplit:
         """The first k samples of every class, in stored order (a deterministic subset for small runs)."""
-        keep = torch.zeros(len(self), dtype=torch.bool)
-        for c in range(num_classes):
-            keep[torch.nonzero(self.labels == c).flatten()[:k]] = True
+        keep = first_per_class_mask(self.labels, k, num_classes)
         return ImageSplit(self.images[keep], self.labels[keep])
 
 

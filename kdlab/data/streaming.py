@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdlab.data.dataset import channel_stats
-from kdlab.data.loader import Batch
+from kdlab.data.dataset import channel_stats, first_per_class_mask
+from kdlab.data.loader import Batch, IndexBatches
 from kdlab.data.readers import IMAGE_SUFFIXES, SPLIT_NAMES
 from kdlab.errors import DataError
 
@@ -35,9 +35,7 @@ class FileSplit:
         return len(self.labels)
 
     def first_per_class(self, k: int, num_classes: int) -> FileSplit:
-        keep = torch.zeros(len(self), dtype=torch.bool)
-        for c in range(num_classes):
-            keep[torch.nonzero(self.labels == c).flatten()[:k]] = True
+        keep = first_per_class_mask(self.labels, k, num_classes)
         idx = torch.nonzero(keep).flatten().tolist()
         return FileSplit([self.files[i] for i in idx], self.labels[keep])
 
@@ -147,7 +145,7 @@ def _collate(items: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, 
     return torch.stack(images), torch.tensor(labels), torch.tensor(index)
 
 
-class StreamingLoader:
+class StreamingLoader(IndexBatches):
     """DeviceLoader's interface over files: the same seeded order (and rank slices), uint8 batches decoded by
     `workers` DataLoader processes, moved to `device`."""
 
@@ -164,35 +162,14 @@ class StreamingLoader:
         workers: int = 4,
         train: bool = True,
     ):
-        self.data, self.split = data, split
-        self.labels = split.labels.to(device)
-        self.batch_size, self.device, self.shuffle, self.drop_last = batch_size, device, shuffle, drop_last
-        self.generator, self.workers, self.train = generator, workers, train
-        self.rank, self.world = shard
-
-    def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    @property
-    def num_samples(self) -> int:
-        return len(self) * self.batch_size if self.drop_last else len(self.labels)
+        super().__init__(split.labels, batch_size, device, shuffle, drop_last, generator, shard)
+        self.data, self.split, self.workers, self.train = data, split, workers, train
 
     def __iter__(self) -> Iterator[Batch]:
-        n = len(self.labels)
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator, device=self.device)
-        else:
-            order = torch.arange(n, device=self.device)
-        batches = []
-        for i in range(len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            if self.world > 1:
-                idx = idx.tensor_split(self.world)[self.rank]
-            batches.append(idx.tolist())
+        batches = [b.tolist() for b in self.index_batches()]
         # Crops are drawn in the workers from a seed taken from the run's generator (resumable); a folder of
         # already-sized images draws nothing, keeping the generator in step with the in-memory loader.
-        needs_crops = self.train and any(_size_of(f) != (self.data.size,) * 2 for f in self.split.files[:1])
+        needs_crops = self.train and _size_of(self.split.files[0]) != (self.data.size, self.data.size)
         seed = int(torch.randint(2**31, (1,), generator=self.generator, device=self.device)) if needs_crops else 0
         loader = torch.utils.data.DataLoader(
             _Files(self.split, self.data.size, self.data.channels, self.train, seed),

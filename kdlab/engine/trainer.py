@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from kdlab.config import RunConfig, portable_paths, to_dict
-from kdlab.data import DeviceLoader, ImageDataset, make_loader
+from kdlab.data import ImageDataset, IndexBatches, make_loader
 from kdlab.engine.distributed import Distributed
 from kdlab.engine.schedule import LRSchedule
 from kdlab.engine.state import load_training_state, optimizer_from_flat, save_training_state
@@ -133,7 +133,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ evaluation
 
     @torch.no_grad()
-    def predict(self, fn: Callable[[torch.Tensor], torch.Tensor], loader: DeviceLoader) -> torch.Tensor:
+    def predict(self, fn: Callable[[torch.Tensor], torch.Tensor], loader: IndexBatches) -> torch.Tensor:
         """Float32 logits (N, K) of `fn` over `loader`, in loader order, on the device."""
         out = []
         with autocast_context(self.device, self.cfg.engine.amp):
