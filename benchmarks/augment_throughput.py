@@ -27,31 +27,75 @@ import pillow_reference as ref
 from kdlab.views import StandardView, build_view
 
 
-def reference_pipeline(name: str):  # type: ignore[no-untyped-def]
-    def per_image(u8: np.ndarray) -> np.ndarray:
-        img = ref.crop_flip(__import__("PIL.Image").Image.fromarray(u8.transpose(1, 2, 0)))
-        if name == "autoaugment":
+class PerImage:
+    """The per-sample Pillow transform of a KD repo's Dataset.__getitem__ (picklable for DataLoader workers)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, u8: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        img = ref.crop_flip(Image.fromarray(u8.transpose(1, 2, 0)))
+        if self.name == "autoaugment":
             img = ref.autoaugment_cifar10(img)
         arr = ref.to_tensor_array(img)
-        return ref.cutout(arr) if name == "cutout" else arr
+        return ref.cutout(arr) if self.name == "cutout" else arr
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    def __init__(self, images: np.ndarray, transform: PerImage):
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.transform(self.images[i])
+
+
+def mix_batch(name: str, out: np.ndarray) -> np.ndarray:
+    """The usual per-batch NumPy mixing of the reference repos (one λ and one box per batch)."""
+    if name in ("mixup", "cutmix"):
+        lam = np.random.beta(1.0, 1.0)
+        perm = np.random.permutation(len(out))
+        if name == "mixup":
+            out = lam * out + (1 - lam) * out[perm]
+        else:
+            h = w = out.shape[-1]
+            r = np.sqrt(1 - lam)
+            cy, cx = np.random.randint(h), np.random.randint(w)
+            y1, y2 = np.clip([cy - int(h * r) // 2, cy + int(h * r) // 2], 0, h)
+            x1, x2 = np.clip([cx - int(w * r) // 2, cx + int(w * r) // 2], 0, w)
+            out[:, :, y1:y2, x1:x2] = out[perm][:, :, y1:y2, x1:x2]
+    return out
+
+
+def reference_pipeline(name: str):  # type: ignore[no-untyped-def]
+    per_image = PerImage(name)
 
     def run(batch: np.ndarray) -> np.ndarray:
-        out = np.stack([per_image(x) for x in batch])
-        if name in ("mixup", "cutmix"):  # the usual per-batch NumPy mixing (one λ per batch)
-            lam = np.random.beta(1.0, 1.0)
-            perm = np.random.permutation(len(out))
-            if name == "mixup":
-                out = lam * out + (1 - lam) * out[perm]
-            else:
-                h = w = out.shape[-1]
-                r = np.sqrt(1 - lam)
-                cy, cx = np.random.randint(h), np.random.randint(w)
-                y1, y2 = np.clip([cy - int(h * r) // 2, cy + int(h * r) // 2], 0, h)
-                x1, x2 = np.clip([cx - int(w * r) // 2, cx + int(w * r) // 2], 0, w)
-                out[:, :, y1:y2, x1:x2] = out[perm][:, :, y1:y2, x1:x2]
-        return out
+        return mix_batch(name, np.stack([per_image(x) for x in batch]))
 
     return run
+
+
+def dataloader_rate(name: str, images: np.ndarray, batch: int, workers: int = 2) -> float:
+    """Images/s of the common KD-repo pipeline: a torch DataLoader with `workers` processes applying the
+    per-sample Pillow transforms (batches collated to float tensors, mixing on the batch), timed over one pass
+    after the workers have started and delivered a first batch."""
+    loader = torch.utils.data.DataLoader(
+        ArrayDataset(images, PerImage(name)), batch_size=batch, shuffle=True, num_workers=workers,
+        persistent_workers=True, drop_last=True,
+    )  # fmt: skip
+    for _ in loader:  # warm-up pass: worker start-up is not counted
+        break
+    t0 = time.perf_counter()
+    n = 0
+    for b in loader:
+        mix_batch(name, b.numpy())
+        n += len(b)
+    return n / (time.perf_counter() - t0)
 
 
 def kdlab_pipeline(name: str):  # type: ignore[no-untyped-def]
@@ -114,16 +158,19 @@ def main() -> None:
     np_batches = [b.numpy() for b in u8]
     torch_batches = list(u8)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.batches} batches")
-    print("| view (on top of crop+flip) | per-sample Pillow (img/s) | kdlab batched (img/s) | speed-up |")
-    print("|---|---|---|---|")
+    all_images = u8.reshape(-1, 3, 32, 32).numpy()
+    print("| view (on top of crop+flip) | Pillow, 1 process (img/s) | DataLoader, 2 workers (img/s) "
+          "| kdlab batched (img/s) | kdlab / Pillow | kdlab / DataLoader |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
     for name in ("crop_flip", "cutout", "mixup", "cutmix", "autoaugment"):
         pil = [timed(reference_pipeline(name), np_batches) for _ in range(2)]
+        dl = [dataloader_rate(name, all_images, args.batch) for _ in range(2)]
         ours = [timed(kdlab_pipeline(name), torch_batches) for _ in range(2)]
-        p, k = statistics.median(pil), statistics.median(ours)
-        print(f"| {name} | {p:.0f} | {k:.0f} | {k / p:.1f}× |")
+        p, d, k = statistics.median(pil), statistics.median(dl), statistics.median(ours)
+        print(f"| {name} | {p:.0f} | {d:.0f} | {k:.0f} | {k / p:.1f}× | {k / d:.1f}× |")
     for name in ("randaugment", "trivialaugment"):
         k = statistics.median([timed(kdlab_pipeline(name), torch_batches) for _ in range(2)])
-        print(f"| {name} | – | {k:.0f} | – |")
+        print(f"| {name} | – | – | {k:.0f} | – | – |")
     tl, pick = pick_overhead(args.pick_steps)
     print()
     print("| resnet56 → resnet20, batch 64 | KD+TLCutMix (img/s) | KD+TLCutMix+pick, m=2 (img/s) | step time ratio |")

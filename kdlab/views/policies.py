@@ -1,13 +1,16 @@
-"""Policy views on kornia's batched ops: AutoAugment (CIFAR10 / ImageNet policies), RandAugment, TrivialAugment.
+"""Policy views: AutoAugment (CIFAR10 / ImageNet / SVHN policies), RandAugment, TrivialAugment.
 
-kornia draws one sub-policy per forward call; kdlab draws one per *sample* and runs each drawn sub-policy
-once on the samples that drew it (at most as many batched calls as there are sub-policies, no per-sample
-Python). Magnitudes and probability gates are per sample inside kornia. With `per_batch_compat` the whole
-batch shares one sub-policy and kornia's ops are switched to `same_on_batch` (one magnitude, one gate)."""
+AutoAugment runs by default on kdlab's own batched ops (views/image_ops.py): every sample draws its
+sub-policy, gates and signs from the run's generator, and each of the two op slots applies each drawn op once
+to the samples that drew it (≤ 14 batched calls per slot). `views.params.impl=kornia` uses kornia's
+AutoAugment instead, as do RandAugment and TrivialAugment: kornia draws one sub-policy per call, so kdlab
+draws one per sample and runs each drawn sub-policy once on the samples that drew it; magnitudes and gates
+are per sample inside kornia. With `per_batch_compat` the whole batch shares one draw of everything."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -60,9 +63,50 @@ class _PolicyView(StrongView):
         return ViewOutput(out.clamp(0, 1))
 
 
+class FusedPolicy:
+    """A table of two-op sub-policies [(op name, probability, level 0…9 or None), …] applied per sample with
+    kdlab's batched ops (views/image_ops.py)."""
+
+    def __init__(self, table: list, image_size: int):
+        from kdlab.views import image_ops
+
+        self.names = list(image_ops.OPS)
+        size = (image_size, image_size)
+        rows = [[(self.names.index(n), p, image_ops.magnitude(n, lv or 0, size)) for n, p, lv in sub] for sub in table]
+        self.op = torch.tensor([[r[0] for r in sub] for sub in rows])
+        self.prob = torch.tensor([[r[1] for r in sub] for sub in rows])
+        self.value = torch.tensor([[r[2] for r in sub] for sub in rows])
+        self.signed = torch.tensor([image_ops.OPS[n][2] for n in self.names])
+        self.factor = torch.tensor([n in image_ops.FACTOR_OPS for n in self.names])
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
+        from kdlab.views import image_ops
+
+        b, dev = x.shape[0], x.device
+        n = 1 if per_batch else b
+        choice = torch.randint(0, len(self.op), (n,), generator=g, device=dev).expand(b).cpu()
+        draws = torch.rand(2, 2, n, generator=g, device=dev).expand(2, 2, b).cpu()  # (slot, gate|sign, sample)
+        out = x.clone()
+        for slot in range(2):
+            op = self.op[choice, slot]
+            value = self.value[choice, slot]
+            value = torch.where(self.signed[op] & (draws[slot, 1] < 0.5), -value, value)
+            value = torch.where(self.factor[op], 1 + value, value)
+            op = torch.where(draws[slot, 0] < self.prob[choice, slot], op, -1)
+            for k in torch.unique(op).tolist():
+                if k < 0:
+                    continue
+                idx = torch.nonzero(op == k).flatten()
+                fn = image_ops.OPS[self.names[k]][0]
+                idx_d = idx.to(dev)
+                out[idx_d] = fn(out[idx_d], value[idx].to(dev, x.dtype)).to(x.dtype)
+        return out
+
+
 @dataclass
 class AutoAugmentParams(ViewParams):
     policy: str = "auto"  # auto: cifar10 for images ≤ 32 px, imagenet otherwise; or cifar10 | imagenet | svhn
+    impl: Literal["fused", "kornia"] = "fused"  # kdlab's batched per-sample ops, or kornia's AutoAugment
 
 
 @register_view("autoaugment")
@@ -75,12 +119,22 @@ class AutoAugmentView(_PolicyView):
     def __init__(self, params: AutoAugmentParams, image_size: int):
         super().__init__(params, image_size)
         from kornia.augmentation.auto import AutoAugment
+        from kornia.augmentation.auto.autoaugment import autoaugment as tables
 
         policy = params.policy if params.policy != "auto" else ("cifar10" if image_size <= 32 else "imagenet")
         if policy not in ("cifar10", "imagenet", "svhn"):
             raise ConfigError(f"views.policy must be auto, cifar10, imagenet or svhn; got {policy!r}")
         self.policy_name = policy
-        self._use(AutoAugment(policy))
+        self.fused = None
+        if params.impl == "fused":
+            self.fused = FusedPolicy(getattr(tables, f"{policy}_policy"), image_size)
+        else:
+            self._use(AutoAugment(policy))
+
+    def transform(self, x: torch.Tensor, g: torch.Generator | None) -> ViewOutput:
+        if self.fused is None:
+            return super().transform(x, g)
+        return ViewOutput(self.fused(x.clamp(0, 1), g, self.params.per_batch_compat).clamp_(0, 1))
 
 
 @dataclass

@@ -1,0 +1,195 @@
+"""The 14 AutoAugment image operations as batched tensor code with a parameter per sample.
+
+Every function takes float images x (N, C, H, W) in [0, 1] (C = 3, or 1 for grey where the op allows it) and
+a per-sample magnitude v (N,), and returns the same shape. Semantics follow Pillow (ImageOps / ImageEnhance /
+Image.transform), the library the AutoAugment reference code used: colour ops blend with Pillow's
+"degenerate" image, posterize/solarize/equalize/autocontrast work on the 8-bit values, geometric ops use
+nearest-neighbour sampling with grey (128) fill."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _levels(x: torch.Tensor) -> torch.Tensor:
+    """The 8-bit values 0…255 of [0, 1] images, as floats."""
+    return (x * 255).round_()
+
+
+def _u8(x: torch.Tensor) -> torch.Tensor:
+    return _levels(x).to(torch.int64)
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """Pillow's L conversion (ITU-R 601-2 luma), (N, 1, H, W)."""
+    if x.shape[1] == 1:
+        return x
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+def _blend(x: torch.Tensor, degenerate: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    f = factor.view(-1, 1, 1, 1).to(x.dtype)
+    return (degenerate + f * (x - degenerate)).clamp_(0, 1)
+
+
+def brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """ImageEnhance.Brightness: blend with black."""
+    return _blend(x, torch.zeros_like(x), factor)
+
+
+def color(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """ImageEnhance.Color: blend with the grey version."""
+    return _blend(x, _grey(x).expand_as(x), factor)
+
+
+def contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """ImageEnhance.Contrast: blend with the mean grey level (Pillow rounds it to an 8-bit value)."""
+    mean = (_grey(x).mean((1, 2, 3), keepdim=True) * 255).round() / 255
+    return _blend(x, mean.expand_as(x), factor)
+
+
+def sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """ImageEnhance.Sharpness: blend with the SMOOTH-filtered image ([[1,1,1],[1,5,1],[1,1,1]] / 13), whose
+    border pixels are the original ones."""
+    # the 3×3 filter as nine shifted slices (a grouped conv2d is ~5× slower on small CPU batches)
+    smooth = 4 * x[..., 1:-1, 1:-1]
+    for dy in range(3):
+        for dx in range(3):
+            smooth = smooth + x[..., dy : dy + x.shape[-2] - 2, dx : dx + x.shape[-1] - 2]
+    smooth = smooth / 13
+    degenerate = x.clone()
+    degenerate[..., 1:-1, 1:-1] = (smooth * 255).round() / 255
+    return _blend(x, degenerate, factor)
+
+
+def posterize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """ImageOps.posterize: keep the top `bits` (1…8, per sample) bits of each 8-bit value."""
+    mask = (255 - (2 ** (8 - bits.to(torch.int64)) - 1)).view(-1, 1, 1, 1)
+    return (_u8(x) & mask).to(x.dtype) / 255
+
+
+def solarize(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """ImageOps.solarize: invert every 8-bit value ≥ threshold (0…256, per sample)."""
+    u = _levels(x)
+    return torch.where(u >= threshold.view(-1, 1, 1, 1).to(x.dtype), 255 - u, u) / 255
+
+
+def invert(x: torch.Tensor, _: torch.Tensor | None = None) -> torch.Tensor:
+    return 1 - x
+
+
+def auto_contrast(x: torch.Tensor, _: torch.Tensor | None = None) -> torch.Tensor:
+    """ImageOps.autocontrast (cutoff 0): stretch each channel's 8-bit range to 0…255."""
+    u = _levels(x)
+    lo = u.amin((2, 3), keepdim=True)
+    hi = u.amax((2, 3), keepdim=True)
+    scale = 255 / (hi - lo).clamp_min(1)
+    out = ((u - lo) * scale).round_().clamp_(0, 255)  # Pillow's lut: (i − lo) · scale, rounded
+    return torch.where(hi > lo, out, u) / 255
+
+
+def equalize(x: torch.Tensor, _: torch.Tensor | None = None) -> torch.Tensor:
+    """ImageOps.equalize per image and channel, batched: Pillow's lut from the 256-bin histogram
+    (step = (n − count of the last non-empty bin) // 255; lut[i] = (cumsum before i + step // 2) // step)."""
+    n, c, h, w = x.shape
+    u = _u8(x).reshape(n * c, h * w)
+    hist = torch.zeros(n * c, 256, dtype=torch.int64, device=x.device).scatter_add_(1, u, torch.ones_like(u))
+    last = hist.gather(1, u.amax(1, keepdim=True))
+    step = (h * w - last) // 255
+    before = hist.cumsum(1) - hist
+    lut = ((before + step // 2) // step.clamp_min(1)).clamp_(max=255)
+    out = lut.gather(1, u)
+    out = torch.where(step > 0, out, u)
+    return out.view(n, c, h, w).to(x.dtype) / 255
+
+
+def affine(x: torch.Tensor, matrices: torch.Tensor, fill: float = 128 / 255) -> torch.Tensor:
+    """Image.transform(AFFINE) per sample, nearest neighbour, `fill` outside. matrices (N, 2, 3): Pillow's
+    (a, b, c, d, e, f), mapping each output pixel centre (x, y) to the input point (a·x + b·y + c, d·x + e·y + f)
+    in pixels."""
+    h, w = x.shape[-2:]
+    a, b, c = matrices[:, 0, 0], matrices[:, 0, 1], matrices[:, 0, 2]
+    d, e, f = matrices[:, 1, 0], matrices[:, 1, 1], matrices[:, 1, 2]
+    # The same map in grid_sample's normalised coordinates (u = 2·p / size − 1, align_corners=False). Pillow
+    # takes floor() of the input point where grid_sample rounds half to even: a 1e-3 px nudge breaks the ties
+    # (exact on the lattice points that shears hit) the way Pillow does.
+    eps = 1e-3
+    theta = torch.stack(
+        [
+            torch.stack([a, b * h / w, a + b * h / w - 1 + 2 * (c + eps) / w], 1),
+            torch.stack([d * w / h, e, d * w / h + e - 1 + 2 * (f + eps) / h], 1),
+        ],
+        1,
+    ).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x - fill, grid, mode="nearest", padding_mode="zeros", align_corners=False) + fill
+
+
+def shear_x(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    z, o = torch.zeros_like(v), torch.ones_like(v)
+    return affine(x, torch.stack([torch.stack([o, v, z], 1), torch.stack([z, o, z], 1)], 1))
+
+
+def shear_y(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    z, o = torch.zeros_like(v), torch.ones_like(v)
+    return affine(x, torch.stack([torch.stack([o, z, z], 1), torch.stack([v, o, z], 1)], 1))
+
+
+def translate_x(x: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    z, o = torch.zeros_like(pixels), torch.ones_like(pixels)
+    return affine(x, torch.stack([torch.stack([o, z, pixels], 1), torch.stack([z, o, z], 1)], 1))
+
+
+def translate_y(x: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    z, o = torch.zeros_like(pixels), torch.ones_like(pixels)
+    return affine(x, torch.stack([torch.stack([o, z, z], 1), torch.stack([z, o, pixels], 1)], 1))
+
+
+def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Image.rotate: counter-clockwise by `degrees` about the centre."""
+    h, w = x.shape[-2:]
+    t = -degrees * (math.pi / 180)  # Pillow builds the inverse map from the negated angle
+    cos, sin = torch.cos(t), torch.sin(t)
+    cx, cy = w / 2, h / 2
+    row0 = torch.stack([cos, sin, cx - cos * cx - sin * cy], 1)
+    row1 = torch.stack([-sin, cos, cy + sin * cx - cos * cy], 1)
+    return affine(x, torch.stack([row0, row1], 1))
+
+
+# name → (op, magnitude range over levels 0…9 as (at level 0, at level 9), signed: a random ± per sample)
+OPS = {
+    "shear_x": (shear_x, (0.0, 0.3), True),
+    "shear_y": (shear_y, (0.0, 0.3), True),
+    "translate_x": (translate_x, (0.0, 150 / 331), True),  # × image width
+    "translate_y": (translate_y, (0.0, 150 / 331), True),  # × image height
+    "rotate": (rotate, (0.0, 30.0), True),
+    "color": (color, (0.0, 0.9), True),  # factor 1 ± m
+    "contrast": (contrast, (0.0, 0.9), True),
+    "sharpness": (sharpness, (0.0, 0.9), True),
+    "brightness": (brightness, (0.0, 0.9), True),
+    "posterize": (posterize, (8.0, 4.0), False),  # bits, rounded
+    "solarize": (solarize, (256.0, 0.0), False),  # threshold, truncated to an integer
+    "auto_contrast": (auto_contrast, (0.0, 0.0), False),
+    "equalize": (equalize, (0.0, 0.0), False),
+    "invert": (invert, (0.0, 0.0), False),
+}
+FACTOR_OPS = ("color", "contrast", "sharpness", "brightness")
+
+
+def magnitude(name: str, level: int, size: tuple[int, int]) -> float:
+    """The unsigned parameter of op `name` at `level` (0…9) for images of `size` (H, W)."""
+    lo, hi = OPS[name][1]
+    m = lo + (hi - lo) * level / 9
+    if name == "translate_x":
+        return m * size[1]
+    if name == "translate_y":
+        return m * size[0]
+    if name == "posterize":
+        return float(round(m))
+    if name == "solarize":
+        return float(int(m))
+    return m
