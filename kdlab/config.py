@@ -110,6 +110,9 @@ class EngineConfig:
     # sync per step), logging skipped_steps per epoch and stopping if a whole epoch is non-finite.
     nonfinite: Literal["stop", "skip"] = "stop"
     sync_bn: bool = False  # multi-GPU: SyncBatchNorm in the student (CUDA only)
+    # Frozen teachers' logit forward only: bf16 autocast + channels_last (measured in docs/benchmarks.md: the
+    # teacher is most of a KD step; top-1 agreement with its fp32 logits is reported there).
+    teacher_amp: Literal["none", "bf16"] = "none"
 
 
 @dataclass

@@ -186,3 +186,24 @@ def test_bf16_autocast_and_channels_last_train(digits_teacher, tmp_path):
     )  # fmt: skip
     _, summary = train(cfg, **QUIET)
     assert summary["last_epoch_test_acc"] > 50  # 10 classes: chance is 10%
+
+
+def test_bf16_teacher_forward_keeps_the_teachers_predictions(digits_teacher):
+    from kdlab.data import load_dataset
+    from kdlab.methods import Teacher
+    from kdlab.models import create_model
+    from kdlab.models.loading import load_weights
+    from kdlab.views import Normalize, to_unit
+
+    data = load_dataset("digits")
+    x = Normalize(data.mean, data.std)(to_unit(data.test.images))
+    fp32 = create_model("resnet14", 10, 1)
+    load_weights(fp32, digits_teacher)
+    bf16 = Teacher(create_model("resnet14", 10, 1), {})
+    bf16.model.load_state_dict(fp32.state_dict())
+    bf16.set_inference_precision(torch.bfloat16)
+    with torch.no_grad():
+        a, b = fp32.eval()(x), bf16(x)
+    assert b.dtype == torch.float32 and bf16.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert (a.argmax(1) == b.argmax(1)).float().mean() > 0.98
+    assert (a - b).abs().max() < 0.5 and not torch.equal(a, b)  # bf16 did run, and stayed close

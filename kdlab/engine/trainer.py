@@ -71,6 +71,9 @@ class Trainer:
         self.memory_format = torch.channels_last if eng.channels_last else torch.contiguous_format
         if eng.channels_last:
             self.method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if eng.teacher_amp == "bf16":
+            for i in range(len(method.teachers)):
+                method.teacher(i).set_inference_precision(torch.bfloat16)
         if eng.sync_bn:
             if device.type != "cuda":
                 raise ConfigError("engine.sync_bn needs CUDA (PyTorch's SyncBatchNorm runs on GPUs only)")

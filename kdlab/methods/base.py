@@ -76,6 +76,7 @@ class Teacher(nn.Module):
         self.taps = dict(taps)
         self.label = name
         self.adaptive = False
+        self.amp: torch.dtype | None = None  # set_inference_precision: a frozen teacher's forward in bf16
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.model.eval()
@@ -88,8 +89,18 @@ class Teacher(nn.Module):
     def train(self, mode: bool = True) -> Teacher:
         return super().train(mode and self.adaptive)
 
+    def set_inference_precision(self, dtype: torch.dtype | None) -> None:
+        """Run the frozen teacher's logit forward under autocast to `dtype` (e.g. torch.bfloat16) in
+        channels_last memory format; logits come back in float32. None: the run's own precision."""
+        self.amp = dtype
+        if dtype is not None:
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        if self.amp is None or self.adaptive:
+            return self.model(x)
+        with torch.autocast(device_type=x.device.type, dtype=self.amp):
+            return self.model(x.contiguous(memory_format=torch.channels_last)).float()
 
 
 class Distiller(nn.Module):
