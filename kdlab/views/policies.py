@@ -93,13 +93,20 @@ class FusedPolicy:
             value = torch.where(self.signed[op] & (draws[slot, 1] < 0.5), -value, value)
             value = torch.where(self.factor[op], 1 + value, value)
             op = torch.where(draws[slot, 0] < self.prob[choice, slot], op, -1)
-            for k in torch.unique(op).tolist():
-                if k < 0:
-                    continue
-                idx = torch.nonzero(op == k).flatten()
-                fn = image_ops.OPS[self.names[k]][0]
-                idx_d = idx.to(dev)
-                out[idx_d] = fn(out[idx_d], value[idx].to(dev, x.dtype)).to(x.dtype)
+            # Samples sorted by drawn op: one gather, each op on a contiguous slice, one scatter back.
+            order = torch.argsort(op, stable=True)
+            counts = torch.bincount(op + 1, minlength=len(self.names) + 1).tolist()
+            if counts[0] == b:
+                continue
+            moved = order[counts[0] :]  # the samples whose gate opened
+            xs, vs = out[moved.to(dev)], value[moved].to(dev, x.dtype)
+            start = 0
+            for k, n_k in enumerate(counts[1:]):
+                if n_k:
+                    fn = image_ops.OPS[self.names[k]][0]
+                    xs[start : start + n_k] = fn(xs[start : start + n_k], vs[start : start + n_k]).to(x.dtype)
+                    start += n_k
+            out[moved.to(dev)] = xs
         return out
 
 
