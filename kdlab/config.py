@@ -113,6 +113,7 @@ class EngineConfig:
     # Frozen teachers' logit forward only: bf16 autocast + channels_last (measured in docs/benchmarks.md: the
     # teacher is most of a KD step; top-1 agreement with its fp32 logits is reported there).
     teacher_amp: Literal["none", "bf16"] = "none"
+    report: bool = True  # write report.html (summary, curves, config) into the run folder when training ends
 
 
 @dataclass

@@ -164,6 +164,10 @@ def train(
     trainer = Trainer(cfg, run.method, run.data, run_dir, run.device, log=log, dist=dist)
     log(f"run folder: {run_dir}")
     summary = trainer.fit(resume=resume_dir is not None, stop_after_epoch=stop_after_epoch, progress=progress)
+    if summary and cfg.engine.report:
+        from kdlab.report.html import write_report
+
+        log(f"report: {write_report(run_dir)}")
     return run_dir, summary
 
 

@@ -28,7 +28,9 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-DIGITS = ["data.dataset=digits", "data.crop_padding=1", "data.flip=false", "engine.progress=false"]
+# engine.report=false: the HTML report is tested on its own (test_diagnostics); 1–2 s saved per training run.
+DIGITS = ["data.dataset=digits", "data.crop_padding=1", "data.flip=false", "engine.progress=false",
+          "engine.report=false"]  # fmt: skip
 
 
 def digits_overrides(tmp: Path, epochs: int, **extra: object) -> list[str]:

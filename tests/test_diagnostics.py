@@ -206,3 +206,10 @@ def test_sweep_records_a_failure_continues_and_resume_reruns_only_unfinished(tmp
     assert (out / "lr-0.05.log").read_text() == finished_log  # …and the finished one was not rerun
     assert main(["sweep", "--config", str(config)]) == 2  # a new sweep needs --grid
     assert main(["sweep", "--config", str(config), "--grid", "seed=[0]", "--out", str(out)]) == 2  # exists
+
+
+def test_a_run_writes_its_report_by_default(tmp_path):
+    cfg = load_config(None, [*digits_overrides(tmp_path, 1), "student.name=resnet8", "engine.report=true"])
+    run_dir, _ = train(cfg, log=lambda _: None)
+    page = (run_dir / "report.html").read_text()
+    assert "Training curves" in page and "last_epoch_test_acc" in page
