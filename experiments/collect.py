@@ -24,7 +24,9 @@ def main(root: str) -> None:
             return f"{values[0]:.2f}"
         return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
-    print("| run | seeds | epochs | last-epoch test acc (%) | best-epoch test acc (%) | agreement (%) | train acc (%) |")
+    print(
+        "| run | seeds | epochs | last-epoch test acc (%) | best-epoch test acc (%) | agreement (%) | train acc (%) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, runs in groups.items():
         last = [r["last_epoch_test_acc"] for r in runs]

@@ -88,3 +88,11 @@ def test_crd_negatives_are_of_other_classes_and_uniform():
     p, q = 0.5, 0.2
     expected = -(math.log(p / (p + 0.1)) + math.log(0.1 / (q + 0.1)))
     assert nce_loss(torch.tensor([[p, q]]), 10).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_feature_method_takes_teacher_labelled_kd_on_the_strong_view_only_when_asked(digits_teacher, tmp_path):
+    run_dir, _ = train(_cfg(tmp_path, digits_teacher, "at", 1, "views.strong=cutmix", "method.strong_kd_weight=0.9"),
+                       log=lambda _: None)  # fmt: skip
+    record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["train_kd_strong"] > 0 and "train_kd" not in record  # kd_weight stays 0 on x
+    assert record["train_feat_strong"] > 0

@@ -24,6 +24,9 @@ class FeatureParams:
     kd_weight: float = 0.0
     temperature: float = 4.0
     feat_weight: float = 1.0
+    # KD weight on a strong view x' (default: kd_weight). The feature loss always applies to x' too; with the
+    # recipe's kd_weight = 0, x' gets no teacher-label KL unless this is set (0.9: paper A's TL term).
+    strong_kd_weight: float | None = None
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -99,8 +102,9 @@ class FeatureDistiller(Distiller):
             if i == 0:
                 logits = s_logits
                 terms["ce"] = p.ce_weight * cross_entropy(s_logits, batch.y)
-            if p.kd_weight:
-                terms["kd" + suffix] = p.kd_weight * kd(s_logits, t_logits[i], p.temperature)
+            w_kd = p.kd_weight if i == 0 or p.strong_kd_weight is None else p.strong_kd_weight
+            if w_kd:
+                terms["kd" + suffix] = w_kd * kd(s_logits, t_logits[i], p.temperature)
             terms["feat" + suffix] = p.feat_weight * self.feature_loss(s_feats, list(t_feats[i]))
         return logits, terms
 
