@@ -213,3 +213,16 @@ def test_a_run_writes_its_report_by_default(tmp_path):
     run_dir, _ = train(cfg, log=lambda _: None)
     page = (run_dir / "report.html").read_text()
     assert "Training curves" in page and "last_epoch_test_acc" in page
+
+
+def test_analyze_goes_through_the_shared_head_of_simkd(digits_teacher, tmp_path):
+    from kdlab.analysis import analyze_run
+
+    cfg = load_config(None, [*digits_overrides(tmp_path, 2), "student.name=resnet8", "method.name=simkd",
+                             "teacher.name=resnet14", f"teacher.checkpoint={digits_teacher}"])  # fmt: skip
+    run_dir, summary = train(cfg, log=lambda _: None)
+    report = analyze_run(run_dir, log=lambda _: None)
+    # The student's numbers are those of its prediction path (projector + teacher classifier) …
+    assert report["models"]["student"]["test_acc"] == pytest.approx(summary["last_epoch_test_acc"], abs=1e-6)
+    # … and so is its attention map: the teacher's classifier applied to the projected student map.
+    assert 0 < report["attention_iou"]["teacher0~student"] <= 1
