@@ -76,3 +76,25 @@ def test_fused_autoaugment_is_per_sample_deterministic_and_grey_safe():
     assert grey.shape == (64, 1, 16, 16)
     same = build_view("autoaugment", {"per_batch_compat": True}, 16)(x, torch.Generator().manual_seed(2)).images
     assert same.shape == x.shape
+
+
+def test_random_policy_magnitudes_follow_torchvisions_31_bin_spaces():
+    assert O.bin_magnitude("posterize", 30, "standard", 32) == 4 and O.bin_magnitude("posterize", 30, "wide", 32) == 2
+    assert O.bin_magnitude("posterize", 0, "standard", 32) == 8
+    assert O.bin_magnitude("translate_x", 30, "standard", 32) == pytest.approx(150 / 331 * 32)
+    assert O.bin_magnitude("translate_x", 30, "wide", 32) == 32.0 and O.bin_magnitude("rotate", 15, "wide", 32) == 67.5
+    assert O.bin_magnitude("solarize", 0, "standard", 32) == 255 and O.bin_magnitude("solarize", 30, "wide", 32) == 0
+    assert O.bin_magnitude("sharpness", 10, "standard", 32) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("name", ["randaugment", "trivialaugment"])
+def test_fused_random_policies_are_deterministic_and_mostly_change_images(name):
+    x = torch.rand(256, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    view = build_view(name, {}, 16)
+    a = view(x, torch.Generator().manual_seed(3)).images
+    assert torch.equal(a, view(x, torch.Generator().manual_seed(3)).images)
+    unchanged = ((a - x).abs().flatten(1).amax(1) == 0).float().mean()
+    # identity is 1 of 14 choices per layer (RandAugment: 2 layers → ~1/196 untouched; TrivialAugment ~1/14,
+    # plus ops that do nothing at their drawn magnitude, e.g. bin 0)
+    assert unchanged < (0.05 if name == "randaugment" else 0.2)
+    assert build_view(name, {"impl": "kornia"}, 16)(x[:8]).images.shape == (8, 3, 16, 16)

@@ -178,6 +178,17 @@ OPS = {
     "invert": (invert, (0.0, 0.0), False),
 }
 FACTOR_OPS = ("color", "contrast", "sharpness", "brightness")
+NAMES = list(OPS)
+SIGNED = torch.tensor([OPS[n][2] for n in NAMES])
+FACTOR = torch.tensor([n in FACTOR_OPS for n in NAMES])
+# RandAugment / TrivialAugmentWide op space (torchvision's, besides identity): no invert.
+RANDOM_SPACE = [n for n in NAMES if n != "invert"]
+# (at bin 0, at bin 30) per op family for torchvision's 31-bin spaces; translate None: 150/331 of the image.
+_RANGES: dict[str, dict[str, tuple[float, float] | None]] = {
+    "standard": {"shear": (0.0, 0.3), "translate": None, "rotate": (0.0, 30.0), "enhance": (0.0, 0.9)},
+    "wide": {"shear": (0.0, 0.99), "translate": (0.0, 32.0), "rotate": (0.0, 135.0), "enhance": (0.0, 0.99)},
+}
+_POSTERIZE_BITS = {"standard": 4, "wide": 6}  # posterize: 8 − round(bin / (30 / this))
 
 
 def magnitude(name: str, level: int, size: tuple[int, int]) -> float:
@@ -193,3 +204,27 @@ def magnitude(name: str, level: int, size: tuple[int, int]) -> float:
     if name == "solarize":
         return float(int(m))
     return m
+
+
+def bin_magnitude(name: str, b: int, space: str, image_size: int) -> float:
+    """The unsigned parameter of op `name` at magnitude bin b (0…30) in torchvision's RandAugment ("standard")
+    or TrivialAugmentWide ("wide") space for square images of `image_size` px."""
+    r = _RANGES[space]
+
+    def lin(lo_hi: tuple[float, float] | None) -> float:
+        lo, hi = lo_hi if lo_hi is not None else (0.0, 150 / 331 * image_size)
+        return lo + (hi - lo) * b / 30
+
+    if name in ("shear_x", "shear_y"):
+        return lin(r["shear"])
+    if name in ("translate_x", "translate_y"):
+        return lin(r["translate"])
+    if name == "rotate":
+        return lin(r["rotate"])
+    if name in FACTOR_OPS:
+        return lin(r["enhance"])
+    if name == "posterize":
+        return float(8 - round(b / (30 / _POSTERIZE_BITS[space])))
+    if name == "solarize":
+        return lin((255.0, 0.0))
+    return 0.0

@@ -39,6 +39,7 @@ class _PolicyView(StrongView):
     draws per sample."""
 
     n_layers = 1
+    fused: FusedPolicy | FusedRandom | None = None  # set by views that run on kdlab's own batched ops
 
     def _use(self, policy: nn.Module) -> None:
         self.kornia = policy
@@ -49,6 +50,8 @@ class _PolicyView(StrongView):
         return list(self.kornia.children())
 
     def transform(self, x: torch.Tensor, g: torch.Generator | None) -> ViewOutput:
+        if self.fused is not None:
+            return ViewOutput(self.fused(x.clamp(0, 1), g, self.params.per_batch_compat).clamp_(0, 1))
         branches = self._branches()
         b, c = x.shape[:2]
         # kornia's colour ops need RGB: grey images go through as three equal channels and come back as
@@ -63,6 +66,40 @@ class _PolicyView(StrongView):
         return ViewOutput(out.clamp(0, 1))
 
 
+def apply_ops(out: torch.Tensor, op: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """out[i] ← OP[op[i]](out[i], value[i]) for every sample with op[i] ≥ 0 (an index into image_ops.NAMES;
+    −1 leaves the sample as it is). op, value: CPU tensors (B,). Samples are sorted by op: one gather, each op
+    once on a contiguous slice, one scatter back — at most len(NAMES) batched calls, one host sync."""
+    from kdlab.views import image_ops
+
+    dev = out.device
+    order = torch.argsort(op, stable=True)
+    counts = torch.bincount(op + 1, minlength=len(image_ops.NAMES) + 1).tolist()
+    if counts[0] == len(op):
+        return out
+    moved = order[counts[0] :].to(dev)
+    xs, vs = out[moved], value[order[counts[0] :]].to(dev, out.dtype)
+    start = 0
+    for k, n_k in enumerate(counts[1:]):
+        if n_k:
+            fn = image_ops.OPS[image_ops.NAMES[k]][0]
+            xs[start : start + n_k] = fn(xs[start : start + n_k], vs[start : start + n_k]).to(out.dtype)
+            start += n_k
+    out = out.clone()
+    out[moved] = xs
+    return out
+
+
+def signed_values(op: torch.Tensor, value: torch.Tensor, sign_draw: torch.Tensor) -> torch.Tensor:
+    """Per-sample op parameters: a random sign for signed ops (sign_draw < 0.5 → negative), 1 + v for the
+    enhance factors. op ≥ 0 indexes image_ops.NAMES; entries with op < 0 are left as they are."""
+    from kdlab.views import image_ops
+
+    safe = op.clamp_min(0)
+    value = torch.where(image_ops.SIGNED[safe] & (sign_draw < 0.5), -value, value)
+    return torch.where(image_ops.FACTOR[safe], 1 + value, value)
+
+
 class FusedPolicy:
     """A table of two-op sub-policies [(op name, probability, level 0…9 or None), …] applied per sample with
     kdlab's batched ops (views/image_ops.py)."""
@@ -70,43 +107,56 @@ class FusedPolicy:
     def __init__(self, table: list, image_size: int):
         from kdlab.views import image_ops
 
-        self.names = list(image_ops.OPS)
         size = (image_size, image_size)
-        rows = [[(self.names.index(n), p, image_ops.magnitude(n, lv or 0, size)) for n, p, lv in sub] for sub in table]
+        rows = [
+            [(image_ops.NAMES.index(n), p, image_ops.magnitude(n, lv or 0, size)) for n, p, lv in sub] for sub in table
+        ]
         self.op = torch.tensor([[r[0] for r in sub] for sub in rows])
         self.prob = torch.tensor([[r[1] for r in sub] for sub in rows])
         self.value = torch.tensor([[r[2] for r in sub] for sub in rows])
-        self.signed = torch.tensor([image_ops.OPS[n][2] for n in self.names])
-        self.factor = torch.tensor([n in image_ops.FACTOR_OPS for n in self.names])
 
     def __call__(self, x: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
-        from kdlab.views import image_ops
-
         b, dev = x.shape[0], x.device
         n = 1 if per_batch else b
         choice = torch.randint(0, len(self.op), (n,), generator=g, device=dev).expand(b).cpu()
         draws = torch.rand(2, 2, n, generator=g, device=dev).expand(2, 2, b).cpu()  # (slot, gate|sign, sample)
-        out = x.clone()
+        out = x
         for slot in range(2):
             op = self.op[choice, slot]
-            value = self.value[choice, slot]
-            value = torch.where(self.signed[op] & (draws[slot, 1] < 0.5), -value, value)
-            value = torch.where(self.factor[op], 1 + value, value)
-            op = torch.where(draws[slot, 0] < self.prob[choice, slot], op, -1)
-            # Samples sorted by drawn op: one gather, each op on a contiguous slice, one scatter back.
-            order = torch.argsort(op, stable=True)
-            counts = torch.bincount(op + 1, minlength=len(self.names) + 1).tolist()
-            if counts[0] == b:
-                continue
-            moved = order[counts[0] :]  # the samples whose gate opened
-            xs, vs = out[moved.to(dev)], value[moved].to(dev, x.dtype)
-            start = 0
-            for k, n_k in enumerate(counts[1:]):
-                if n_k:
-                    fn = image_ops.OPS[self.names[k]][0]
-                    xs[start : start + n_k] = fn(xs[start : start + n_k], vs[start : start + n_k]).to(x.dtype)
-                    start += n_k
-            out[moved.to(dev)] = xs
+            value = signed_values(op, self.value[choice, slot], draws[slot, 1])
+            out = apply_ops(out, torch.where(draws[slot, 0] < self.prob[choice, slot], op, -1), value)
+        return out
+
+
+class FusedRandom:
+    """RandAugment (`n` ops per sample, uniform over the 14-op space with identity, magnitude bin `m`) or
+    TrivialAugmentWide (`n` = 1, magnitude bin uniform per sample, wide ranges), torchvision's op spaces with
+    31 magnitude bins, on kdlab's batched ops."""
+
+    def __init__(self, space: str, image_size: int, n: int, m: int | None):
+        from kdlab.views import image_ops
+
+        self.ops = [name for name in image_ops.RANDOM_SPACE]  # identity is index −1 below
+        self.table = torch.tensor(
+            [[image_ops.bin_magnitude(name, b, space, image_size) for b in range(31)] for name in self.ops]
+        )
+        self.op_index = torch.tensor([image_ops.NAMES.index(name) for name in self.ops])
+        self.n, self.m = n, m
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
+        b, dev = x.shape[0], x.device
+        k = 1 if per_batch else b
+        out = x
+        for _ in range(self.n):
+            pick = torch.randint(0, len(self.ops) + 1, (k,), generator=g, device=dev).expand(b).cpu() - 1
+            bins = torch.randint(0, 31, (k,), generator=g, device=dev).expand(b).cpu()
+            sign = torch.rand(k, generator=g, device=dev).expand(b).cpu()
+            if self.m is not None:
+                bins = torch.full_like(bins, self.m)
+            safe = pick.clamp_min(0)
+            op = torch.where(pick >= 0, self.op_index[safe], -1)
+            value = signed_values(op, self.table[safe, bins], sign)
+            out = apply_ops(out, op, value)
         return out
 
 
@@ -138,46 +188,55 @@ class AutoAugmentView(_PolicyView):
         else:
             self._use(AutoAugment(policy))
 
-    def transform(self, x: torch.Tensor, g: torch.Generator | None) -> ViewOutput:
-        if self.fused is None:
-            return super().transform(x, g)
-        return ViewOutput(self.fused(x.clamp(0, 1), g, self.params.per_batch_compat).clamp_(0, 1))
-
 
 @dataclass
 class RandAugmentParams(ViewParams):
     n: int = 2
-    m: int = 10  # kornia's magnitude scale, 1…29
+    m: int = 10  # magnitude bin 0…30 (torchvision's scale); with impl=kornia, kornia's m (1…29)
+    impl: Literal["fused", "kornia"] = "fused"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 1 <= self.m <= 29 or self.n < 1:
-            raise ConfigError(f"randaugment needs n ≥ 1 and 1 ≤ m ≤ 29; got n={self.n}, m={self.m}")
+        top = 30 if self.impl == "fused" else 29
+        if not 0 <= self.m <= top or self.n < 1:
+            raise ConfigError(f"randaugment needs n ≥ 1 and 0 ≤ m ≤ {top}; got n={self.n}, m={self.m}")
 
 
 @register_view("randaugment")
 class RandAugmentView(_PolicyView):
-    """RandAugment (Cubuk et al. 2020): n ops per sample, each drawn uniformly, at magnitude m."""
+    """RandAugment (Cubuk et al. 2020): n ops per sample, each drawn uniformly (identity included), at
+    magnitude bin m of torchvision's 31-bin space."""
 
     Params = RandAugmentParams
     summary = "RandAugment: n random ops at magnitude m"
 
     def __init__(self, params: RandAugmentParams, image_size: int):
         super().__init__(params, image_size)
-        from kornia.augmentation.auto import RandAugment
+        self.fused = FusedRandom("standard", image_size, params.n, params.m) if params.impl == "fused" else None
+        if self.fused is None:
+            from kornia.augmentation.auto import RandAugment
 
-        self._use(RandAugment(n=1, m=params.m))
-        self.n_layers = params.n
+            self._use(RandAugment(n=1, m=params.m))
+            self.n_layers = params.n
+
+
+@dataclass
+class TrivialAugmentParams(ViewParams):
+    impl: Literal["fused", "kornia"] = "fused"
 
 
 @register_view("trivialaugment")
 class TrivialAugmentView(_PolicyView):
-    """TrivialAugment (Müller & Hutter 2021): one op per sample at a uniformly random magnitude."""
+    """TrivialAugment (Müller & Hutter 2021), the "wide" variant: one op per sample at a uniformly random
+    magnitude bin."""
 
+    Params = TrivialAugmentParams
     summary = "TrivialAugment: one random op, random magnitude"
 
-    def __init__(self, params: ViewParams, image_size: int):
+    def __init__(self, params: TrivialAugmentParams, image_size: int):
         super().__init__(params, image_size)
-        from kornia.augmentation.auto import TrivialAugment
+        self.fused = FusedRandom("wide", image_size, 1, None) if params.impl == "fused" else None
+        if self.fused is None:
+            from kornia.augmentation.auto import TrivialAugment
 
-        self._use(TrivialAugment())
+            self._use(TrivialAugment())
