@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="sweep folder (default: runs/sweep-<config name>)")
     p.add_argument("--resume", metavar="SWEEP_DIR", help="continue a sweep: rerun only unfinished or failed runs")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (threads per run = cores / jobs)")
+    p.add_argument("--nproc-per-node", type=int, default=1, help="processes per run (torchrun, data-parallel)")
     p.add_argument("--no-analyze", action="store_true", help="skip `kdlab analyze` after each run")
     p.add_argument("--max-samples", type=int, help="analyse only the first N images of each split")
     p.add_argument("--collect", metavar="SWEEP_DIR", help="only rebuild sweep.csv, sweep.md and plots")
@@ -239,7 +240,9 @@ def _sweep(args: argparse.Namespace) -> int:
         out = args.out or f"runs/sweep-{Path(args.config).stem}"
         sweep = Sweep.create(out, args.config, args.grid, args.overrides)
     if not args.collect:
-        counts = sweep.run(args.jobs, not args.no_analyze, args.max_samples, log=console.print)
+        if args.nproc_per_node < 1:
+            raise ConfigError("--nproc-per-node must be ≥ 1")
+        counts = sweep.run(args.jobs, not args.no_analyze, args.max_samples, console.print, args.nproc_per_node)
         console.print("runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     paths = sweep.collect()
     console.print((sweep.root / "sweep.md").read_text())

@@ -132,9 +132,11 @@ class Sweep:
             self.status[name] = entry
             atomic_write_json(self.root / "status.json", self.status)
 
-    def command_for(self, name: str, point: dict[str, Any], threads: int | None) -> list[str]:
-        """The kdlab command line of one run: a fresh start, or --resume of its partly trained folder."""
-        base = [sys.executable, "-m", "kdlab", self.spec["command"], "--no-progress"]
+    def command_for(self, name: str, point: dict[str, Any], threads: int | None, nproc: int = 1) -> list[str]:
+        """The kdlab command line of one run (under torchrun with `nproc` > 1 processes): a fresh start, or
+        --resume of its partly trained folder."""
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        base = [*(launcher if nproc > 1 else [sys.executable]), "-m", "kdlab", self.spec["command"], "--no-progress"]
         if self.run_state(name) == "partial":
             return [*base, "--resume", str(self.root / name)]
         overrides = [*self.spec["overrides"], *[_override(k, v) for k, v in point.items()]]
@@ -142,7 +144,15 @@ class Sweep:
             overrides.append(f"engine.threads={threads}")
         return [*base, "--config", self.spec["config"], *overrides, f"output_dir={self.root}", f"name={name}"]
 
-    def run_one(self, name: str, point: dict[str, Any], threads: int | None, analyze: bool, max_samples: int | None):
+    def run_one(
+        self,
+        name: str,
+        point: dict[str, Any],
+        threads: int | None,
+        analyze: bool,
+        max_samples: int | None,
+        nproc: int = 1,
+    ) -> None:
         """Train (or resume) one run, then analyse it; a failure is recorded with its error line."""
         folder = self.root / name
         if self.run_state(name) != "partial" and folder.exists():
@@ -152,7 +162,7 @@ class Sweep:
             shutil.rmtree(folder)
         self._set_status(name, {"status": "running"})
         log_path = self.root / f"{name}.log"
-        cmds = [self.command_for(name, point, threads)]
+        cmds = [self.command_for(name, point, threads, nproc)]
         if analyze:
             cmds.append([sys.executable, "-m", "kdlab", "analyze", str(folder)])
             if max_samples:
@@ -176,17 +186,20 @@ class Sweep:
         analyze: bool = True,
         max_samples: int | None = None,
         log: Callable[[str], None] = print,
+        nproc: int = 1,
     ) -> dict[str, int]:
-        """Run every unfinished point (failed ones again), `jobs` processes at a time; returns state counts."""
+        """Run every unfinished point (failed ones again), `jobs` runs at a time, each on `nproc` processes
+        (torchrun); returns state counts."""
         todo = [(n, p) for n, p in zip(self.names, self.points, strict=True) if self.run_state(n) != "finished"]
         done_before = len(self.points) - len(todo)
         log(f"sweep {self.root}: {len(self.points)} runs, {done_before} finished, {len(todo)} to run, {jobs} at a time")
-        threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+        per_run = jobs * nproc
+        threads = max(1, (os.cpu_count() or 1) // per_run) if per_run > 1 else None
         counter = itertools.count(done_before + 1)
 
         def work(item: tuple[str, dict[str, Any]]) -> None:
             name, point = item
-            self.run_one(name, point, threads, analyze, max_samples)
+            self.run_one(name, point, threads, analyze, max_samples, nproc)
             st = self.status[name]
             extra = f": {st.get('error', '')}" if st["status"] == "failed" else ""
             log(f"[{next(counter)}/{len(self.points)}] {name}: {st['status']}{extra}")

@@ -102,3 +102,19 @@ def test_global_batch_must_divide_over_processes_and_crd_is_refused():
     with pytest.raises(ConfigError, match="multi-process CRD"):
         check_distributed_config(load_config(None, ["method.name=crd"]), Distributed(0, 2))
     check_distributed_config(load_config(None, ["method.name=crd"]), Distributed())  # one process: fine
+
+
+def test_sweep_runs_each_point_on_two_processes(tmp_path):
+    from kdlab.cli import main
+    from kdlab.sweep import Sweep
+
+    config = tmp_path / "ce.yaml"
+    config.write_text("data: {dataset: digits, crop_padding: 1, flip: false}\nstudent: {name: resnet8}\n"
+                      "method: {name: ce}\nschedule: {epochs: 1, kind: cosine}\nengine: {report: false}\n")  # fmt: skip
+    rc = main(["sweep", "--config", str(config), "--grid", "seed=[0]", "--out", str(tmp_path / "s"),
+               "--nproc-per-node", "2", "--no-analyze"])  # fmt: skip
+    assert rc == 0
+    sweep = Sweep(tmp_path / "s")
+    assert sweep.run_state("seed-0") == "finished"
+    assert "torch.distributed.run" in (tmp_path / "s" / "seed-0.log").read_text()
+    assert "2 processes: global batch 64, 32 each" in (tmp_path / "s" / "seed-0.log").read_text()
