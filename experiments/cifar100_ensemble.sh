@@ -6,14 +6,17 @@
 #   3. paper C's control: strong teachers → strong student with direct logit matching (method.mse_weight=0.1)
 #      and with a 5× KD weight (compare with the strong/strong cell of step 2).
 # Usage: bash experiments/cifar100_ensemble.sh [OUT] [JOBS]   (sweeps resume where they stopped)
+# EXTRA="key=value …" adds overrides to every run (e.g. a smoke test: EXTRA="data.train_per_class=3
+# data.test_per_class=2 schedule.epochs=1" bash experiments/cifar100_ensemble.sh /tmp/ens-smoke).
 set -euo pipefail
 OUT=${1:-runs/c100-ens}
 JOBS=${2:-2}
 KD=".venv/bin/kdlab"
+read -r -a EXTRA_ARGS <<< "${EXTRA:-}"
 sweep() {  # sweep DIR args…: start, or resume a sweep that exists
   local dir=$1; shift
   if [ -f "$dir/sweep.json" ]; then $KD sweep --resume "$dir" --jobs "$JOBS" || true
-  else $KD sweep --out "$dir" --jobs "$JOBS" "$@" || true; fi
+  else $KD sweep --out "$dir" --jobs "$JOBS" "$@" "${EXTRA_ARGS[@]}" || true; fi
 }
 sweep $OUT/teachers --config configs/cifar100/small/ensemble_teacher_resnet20.yaml --no-analyze \
   --grid 'views.standard=[weak,strong] seed=[0,1]'
