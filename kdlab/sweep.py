@@ -13,6 +13,7 @@ Sweep folder layout:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
@@ -23,7 +24,7 @@ import statistics
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,31 @@ class Sweep:
     ) -> dict[str, int]:
         """Run every unfinished point (failed ones again), `jobs` runs at a time, each on `nproc` processes
         (torchrun); returns state counts."""
+        with self._exclusive():
+            return self._run(jobs, analyze, max_samples, log, nproc)
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One `kdlab sweep` at a time per folder: a second one would start the same runs twice."""
+        lock = self.root / ".sweep.lock"
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pid = lock.read_text().strip()
+            if pid.isdigit() and _alive(int(pid)):
+                raise KdlabError(f"{self.root} is being run by process {pid}; wait for it or stop it first") from None
+            lock.unlink(missing_ok=True)  # left by a process that died
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+
+    def _run(
+        self, jobs: int, analyze: bool, max_samples: int | None, log: Callable[[str], None], nproc: int
+    ) -> dict[str, int]:
         todo = [(n, p) for n, p in zip(self.names, self.points, strict=True) if self.run_state(n) != "finished"]
         done_before = len(self.points) - len(todo)
         log(f"sweep {self.root}: {len(self.points)} runs, {done_before} finished, {len(todo)} to run, {jobs} at a time")
@@ -302,6 +328,16 @@ def _mean_std(vals: list[float], digits: int) -> str:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and v == v
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _error_line(log_path: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 
@@ -204,6 +205,10 @@ def test_sweep_records_a_failure_continues_and_resume_reruns_only_unfinished(tmp
     finished_log = (out / "lr-0.05.log").read_text()
     assert main(["sweep", "--resume", str(out)]) == 1  # the diverging run fails again…
     assert (out / "lr-0.05.log").read_text() == finished_log  # …and the finished one was not rerun
+    (out / ".sweep.lock").write_text(str(os.getpid()))  # as if another live `kdlab sweep` were running it
+    assert main(["sweep", "--resume", str(out)]) == 2
+    (out / ".sweep.lock").write_text("999999999")  # a dead one's lock is taken over
+    assert main(["sweep", "--resume", str(out)]) == 1 and not (out / ".sweep.lock").exists()
     assert main(["sweep", "--config", str(config)]) == 2  # a new sweep needs --grid
     assert main(["sweep", "--config", str(config), "--grid", "seed=[0]", "--out", str(out)]) == 2  # exists
 
