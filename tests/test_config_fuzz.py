@@ -48,3 +48,17 @@ def test_random_overrides_run_or_fail_cleanly(overrides):
     if rc == 2:
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("kdlab: error: "), err
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.text(alphabet="abc.=[], 01'\"{}:", max_size=30))
+def test_any_grid_text_parses_or_is_a_config_error(text):
+    from kdlab.errors import ConfigError
+    from kdlab.sweep import grid_points, parse_grid, point_name
+
+    try:
+        axes = parse_grid(text)
+    except ConfigError:
+        return
+    points = grid_points(axes)
+    assert points and all(point_name(p) for p in points)
