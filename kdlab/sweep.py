@@ -108,6 +108,10 @@ class Sweep:
         if (root / "sweep.json").exists():
             raise KdlabError(f"{root} already holds a sweep: continue it with `kdlab sweep --resume {root}`")
         axes = parse_grid(grid)
+        names = [point_name(p) for p in grid_points(axes)]
+        if len(set(names)) < len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise ConfigError(f"--grid gives two runs the same folder name {dup!r}; make the values distinct")
         for point in grid_points(axes):
             load_config(config, [*overrides, *[_override(k, v) for k, v in point.items()]])
         cfg = load_config(config, overrides)
