@@ -19,13 +19,13 @@ demo: $(STAMP)
 	$(BIN)/kdlab demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check kdlab tests benchmarks
-	$(BIN)/ruff format --check kdlab tests benchmarks
+	$(BIN)/ruff check kdlab tests benchmarks experiments
+	$(BIN)/ruff format --check kdlab tests benchmarks experiments
 	$(BIN)/mypy kdlab
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix kdlab tests benchmarks
-	$(BIN)/ruff format kdlab tests benchmarks
+	$(BIN)/ruff check --fix kdlab tests benchmarks experiments
+	$(BIN)/ruff format kdlab tests benchmarks experiments
 
 test: lint
 	$(BIN)/python -m pytest

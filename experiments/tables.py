@@ -70,7 +70,8 @@ def atsc_table(root: Path) -> str:
         ("SimKD + TLCutMix+pick", "simkd-tlcmpick"),
     ]
     lines = [
-        "| method | last-epoch test acc (%) | best-epoch test acc (%) | teacher acc at the end (%) | ‖θ−θ₀‖ at the end |",
+        "| method | last-epoch test acc (%) | best-epoch test acc (%) | teacher acc at the end (%) "
+        "| ‖θ−θ₀‖ at the end |",
         "|---|---|---|---|---|",
     ]
     for label, name in rows:
