@@ -16,7 +16,8 @@ PUBLISHED = {
 }  # fmt: skip
 ZOO = ["resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet8x4",
        "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2", "vgg8", "vgg11", "vgg13", "vgg16",
-       "vgg19", "MobileNetV2", "ShuffleV1", "ShuffleV2", "ResNet18", "ResNet34", "ResNet50"]  # fmt: skip
+       "vgg19", "MobileNetV2", "ShuffleV1", "ShuffleV2", "ResNet18", "ResNet34", "ResNet50",
+       "resnet18_imagenet", "resnet34_imagenet", "resnet50_imagenet"]  # fmt: skip
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -49,6 +50,19 @@ def test_output_shape_and_taps(name):
     # The pre-pool map, pooled and fed through the classifier, gives the logits: the tap is the right one.
     head = dict(model.named_modules())[taps["classifier"]]
     torch.testing.assert_close(head(F.adaptive_avg_pool2d(feature, 1).flatten(1)), logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("name", "count"), [("resnet18_imagenet", 11_689_512), ("resnet34_imagenet", 21_797_672),
+                        ("resnet50_imagenet", 25_557_032)],
+)  # fmt: skip
+def test_imagenet_resnets_have_torchvisions_exact_parameter_count_and_names(name, count):
+    model = create_model(name, 1000)
+    assert n_params(model) == count  # torchvision's published counts
+    keys = list(model.state_dict())
+    assert keys[:3] == ["conv1.weight", "bn1.weight", "bn1.bias"] and "fc.weight" in keys
+    assert "layer2.0.downsample.0.weight" in keys and "layer2.0.downsample.1.running_var" in keys
+    assert model.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 1000)
 
 
 def test_grey_input_channels():
