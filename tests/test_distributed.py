@@ -92,16 +92,29 @@ def test_two_process_kd_agrees_with_one_writes_once_and_resumes(tmp_path, digits
     assert all(torch.equal(wk[k], wb[k]) for k in wb if k.startswith("model."))
 
 
-def test_global_batch_must_divide_over_processes_and_crd_is_refused():
+def test_global_batch_must_divide_over_processes():
     from kdlab.config import load_config
     from kdlab.engine.distributed import Distributed, check_distributed_config
     from kdlab.errors import ConfigError
 
     with pytest.raises(ConfigError, match="must divide evenly over 3 processes"):
         check_distributed_config(load_config(None, ["data.batch_size=64"]), Distributed(0, 3))
-    with pytest.raises(ConfigError, match="multi-process CRD"):
-        check_distributed_config(load_config(None, ["method.name=crd"]), Distributed(0, 2))
-    check_distributed_config(load_config(None, ["method.name=crd"]), Distributed())  # one process: fine
+    check_distributed_config(load_config(None, ["data.batch_size=64"]), Distributed(0, 2))
+
+
+def test_crd_on_two_processes_updates_its_memory_with_the_whole_global_batch(tmp_path, digits_teacher):
+    """Each process sees half of every batch; the memory-bank update gathers both halves, so after one epoch
+    every training sample's row in both banks is a momentum update — a unit vector. (Updating only the local
+    half would leave rows that the end-of-epoch buffer averaging turns into non-unit means.)"""
+    args = ["distill", "--no-progress", *DIGITS, "student.name=resnet8", "method.name=crd", "method.nce_k=256",
+            "teacher.name=resnet14", f"teacher.checkpoint={digits_teacher}", "schedule.kind=cosine",
+            "schedule.epochs=1", f"output_dir={tmp_path}", "name=crd2"]  # fmt: skip
+    done = _run(args, 2)
+    assert done.returncode == 0, done.stderr
+    state = load_file(str(tmp_path / "crd2" / "checkpoints" / "last.safetensors"))
+    for bank in ("memory_s", "memory_t"):
+        norms = state[f"model.contrast.{bank}"].norm(dim=1)
+        assert norms.shape == (1348,) and torch.allclose(norms, torch.ones_like(norms), atol=1e-5), bank
 
 
 def test_sweep_runs_each_point_on_two_processes(tmp_path):

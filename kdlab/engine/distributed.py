@@ -119,7 +119,5 @@ def check_distributed_config(cfg: Any, d: Distributed) -> None:
         raise ConfigError(
             f"data.batch_size={cfg.data.batch_size} is the global batch and must divide evenly over {d.world} processes"
         )
-    if cfg.method.get("name") == "crd":
-        raise ConfigError("crd keeps its memory banks per process: multi-process CRD is not supported yet")
     if cfg.engine.compile and cfg.engine.nonfinite == "skip":
         raise ConfigError("engine.nonfinite=skip with engine.compile is not supported across processes")

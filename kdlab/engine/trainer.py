@@ -323,12 +323,15 @@ class Trainer:
             "data": self._data_info(),
             "teacher_test_acc": [r.acc for r in self.teacher_eval],
         }
-        rng = self._rng_state() if full else {}  # a collective: every process takes part
+        # Both may be collectives (the gathered RNG streams; CRD's pending memory update): every process
+        # takes part, rank 0 writes.
+        model_state = self.method.checkpoint_state()
+        rng = self._rng_state() if full else {}
         if not self.dist.is_main:
             return
         save_training_state(
             self.ckpt_dir / f"{name}.safetensors",
-            self.method.checkpoint_state(),
+            model_state,
             self.optimizer if full else None,
             rng,
             meta,

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -32,7 +33,8 @@ class ContrastMemory(nn.Module):
     scores of positives and K negatives against the *other* model's bank, as in the CRD code.
 
     Negatives are drawn per sample uniformly from the samples of other classes (CRD's `exact` mode), on
-    the device, from `generator`."""
+    the device, from `generator`. Under torchrun the momentum update gathers the whole global batch, so every
+    process holds the same banks."""
 
     def __init__(self, dim: int, labels: torch.Tensor, k: int, temperature: float, momentum: float):
         super().__init__()
@@ -64,7 +66,7 @@ class ContrastMemory(nn.Module):
         memory as with an immediate update."""
         if self._pending is None:
             return
-        index, v_s, v_t = self._pending
+        index, v_s, v_t = (_gather_from_all_processes(t) for t in self._pending)
         m = self.momentum
         self.memory_s[index] = F.normalize(self.memory_s[index] * m + v_s * (1 - m), dim=1)
         self.memory_t[index] = F.normalize(self.memory_t[index] * m + v_t * (1 - m), dim=1)
@@ -90,10 +92,38 @@ class ContrastMemory(nn.Module):
         out_t = torch.exp((v_t @ self.memory_s.t()).gather(1, idx) / self.temperature)
         with torch.no_grad():
             first = self.z < 0
-            est = torch.stack([out_s.mean(), out_t.mean()]) * self.n
+            est = _mean_over_processes(torch.stack([out_s.mean(), out_t.mean()])) * self.n
             self.z.copy_(torch.where(first, est, self.z))
         self._pending = (index, v_s.detach().float(), v_t.detach().float())
         return out_s / self.z[0], out_t / self.z[1]
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _gather_from_all_processes(t: torch.Tensor) -> torch.Tensor:
+    """Rows of `t` (B_r, …) from every process, concatenated in rank order (B_r may differ by process).
+    Under torchrun every process then updates its memory banks with the whole global batch, so the banks
+    stay identical across processes."""
+    if _world() == 1:
+        return t
+    sizes = [torch.zeros(1, dtype=torch.long, device=t.device) for _ in range(_world())]
+    dist.all_gather(sizes, torch.tensor([t.shape[0]], device=t.device))
+    top = int(max(s.item() for s in sizes))
+    padded = torch.zeros((top, *t.shape[1:]), dtype=t.dtype, device=t.device)
+    padded[: t.shape[0]] = t
+    parts = [torch.empty_like(padded) for _ in range(_world())]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(n.item())] for p, n in zip(parts, sizes, strict=True)])
+
+
+def _mean_over_processes(t: torch.Tensor) -> torch.Tensor:
+    if _world() == 1:
+        return t
+    out = t.clone()
+    dist.all_reduce(out)
+    return out / _world()
 
 
 def nce_loss(scores: torch.Tensor, n_data: int, eps: float = 1e-7) -> torch.Tensor:
