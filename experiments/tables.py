@@ -2,6 +2,7 @@
 
     .venv/bin/python experiments/tables.py methods runs/c100   # issue 4: each method, plain vs +TLCutMix+pick
     .venv/bin/python experiments/tables.py atsc runs/c100      # issue 5: KD, SimKD, ATSC variants
+    .venv/bin/python experiments/tables.py ensemble runs/c100-ens   # issue 6: paper C, from the sweeps
 
 Cells are mean ± sample std over the seeds found (the count is given); a missing run is "–"."""
 
@@ -95,6 +96,41 @@ def atsc_table(root: Path) -> str:
     return "\n".join(lines)
 
 
+def ensemble_table(root: Path) -> str:
+    """One row per (teachers' augmentation, student's augmentation, control), means ± std over seeds."""
+    from kdlab.sweep import Sweep
+
+    cols = [("iou_teacher_teacher", "IoU t–t", 3), ("iou_teacher_student", "IoU t–s", 3),
+            ("agreement", "agreement (%)", 2), ("kl_s_t", "KL(s‖t)", 3), ("mutual_information", "MI (nats)", 3),
+            ("student_train_acc", "train acc (%)", 2), ("student_test_acc", "test acc (%)", 2),
+            ("student_gap", "train − test", 2), ("student_ece_15", "ECE15 (%)", 2)]  # fmt: skip
+    lines = ["| teachers | student | " + " | ".join(c[1] for c in cols) + " | runs |",
+             "|---|---|" + "---|" * (len(cols) + 1)]  # fmt: skip
+    settings = [(f"students-{t}-teachers", t, None) for t in ("weak", "strong")]
+    settings += [("control-logit-matching", "strong", "strong + logit MSE 0.1"),
+                 ("control-kd-weight", "strong", "strong, KD weight 2.0")]  # fmt: skip
+    for folder, teachers, control in settings:
+        if not (root / folder / "sweep.json").is_file():
+            continue
+        rows = [r for r in Sweep(root / folder).rows() if r["state"] == "finished"]
+        groups: dict[str, list[dict]] = {}
+        for r in rows:
+            groups.setdefault(control or str(r.get("views.standard", "strong")), []).append(r)
+        for student, members in groups.items():
+            cells = []
+            for key, _, digits in cols:
+                vals = [float(m[key]) for m in members if isinstance(m.get(key), int | float)]
+                if not vals:
+                    cells.append("–")
+                elif len(vals) == 1:
+                    cells.append(f"{vals[0]:.{digits}f}")
+                else:
+                    cells.append(f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}")
+            lines.append(f"| {teachers} | {student} | " + " | ".join(cells) + f" | {len(members)} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     kind, root = sys.argv[1], Path(sys.argv[2] if len(sys.argv) > 2 else "runs/c100")
-    print(methods_table(root) if kind == "methods" else atsc_table(root))
+    tables = {"methods": methods_table, "atsc": atsc_table, "ensemble": ensemble_table}
+    print(tables[kind](root))
