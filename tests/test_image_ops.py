@@ -98,3 +98,18 @@ def test_fused_random_policies_are_deterministic_and_mostly_change_images(name):
     # plus ops that do nothing at their drawn magnitude, e.g. bin 0)
     assert unchanged < (0.05 if name == "randaugment" else 0.2)
     assert build_view(name, {"impl": "kornia"}, 16)(x[:8]).images.shape == (8, 3, 16, 16)
+
+
+def test_grouped_ops_equal_the_ops_one_by_one():
+    """apply_grouped (one resampling for all geometric ops) gives what each op gives alone."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(0, 256, (70, 3, 16, 16), generator=g).float() / 255
+    op = torch.arange(14).repeat_interleave(5)
+    params = {"posterize": 3.0, "solarize": 100.0, "translate_x": 3.0, "translate_y": -2.0, "rotate": 12.0,
+              "shear_x": 0.2, "shear_y": -0.25}  # fmt: skip
+    v = torch.tensor([params.get(O.NAMES[k], 1.4 if k % 2 else 0.6) for k in op.tolist()])
+    grouped = O.apply_grouped(x.clone(), op, v)
+    for k in range(14):
+        sl = slice(5 * k, 5 * k + 5)
+        alone = O.OPS[O.NAMES[k]][0](x[sl], v[sl])
+        assert (grouped[sl] - alone).abs().max() * 255 < 1e-3, O.NAMES[k]

@@ -160,7 +160,8 @@ def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     return affine(x, torch.stack([row0, row1], 1))
 
 
-# name → (op, magnitude range over levels 0…9 as (at level 0, at level 9), signed: a random ± per sample)
+# name → (op, magnitude range over levels 0…9 as (at level 0, at level 9), signed: a random ± per sample).
+# The geometric ops come first (0–4): `apply_grouped` resamples them together.
 OPS = {
     "shear_x": (shear_x, (0.0, 0.3), True),
     "shear_y": (shear_y, (0.0, 0.3), True),
@@ -168,8 +169,8 @@ OPS = {
     "translate_y": (translate_y, (0.0, 150 / 331), True),  # × image height
     "rotate": (rotate, (0.0, 30.0), True),
     "color": (color, (0.0, 0.9), True),  # factor 1 ± m
-    "contrast": (contrast, (0.0, 0.9), True),
     "sharpness": (sharpness, (0.0, 0.9), True),
+    "contrast": (contrast, (0.0, 0.9), True),
     "brightness": (brightness, (0.0, 0.9), True),
     "posterize": (posterize, (8.0, 4.0), False),  # bits, rounded
     "solarize": (solarize, (256.0, 0.0), False),  # threshold, truncated to an integer
@@ -177,6 +178,7 @@ OPS = {
     "equalize": (equalize, (0.0, 0.0), False),
     "invert": (invert, (0.0, 0.0), False),
 }
+GEOMETRIC = range(0, 5)
 FACTOR_OPS = ("color", "contrast", "sharpness", "brightness")
 NAMES = list(OPS)
 SIGNED = torch.tensor([OPS[n][2] for n in NAMES])
@@ -228,3 +230,43 @@ def bin_magnitude(name: str, b: int, space: str, image_size: int) -> float:
     if name == "solarize":
         return lin((255.0, 0.0))
     return 0.0
+
+
+def geometric(x: torch.Tensor, op: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The five geometric ops in one affine resampling: sample i gets NAMES[op[i]] (op in 0…4) with v[i]."""
+    h, w = x.shape[-2:]
+    z, o = torch.zeros_like(v), torch.ones_like(v)
+    t = -v * (math.pi / 180)
+    cos, sin = torch.cos(t), torch.sin(t)
+    cx, cy = w / 2, h / 2
+    candidates = torch.stack(
+        [
+            torch.stack([o, v, z, z, o, z], 1),  # shear_x
+            torch.stack([o, z, z, v, o, z], 1),  # shear_y
+            torch.stack([o, z, v, z, o, z], 1),  # translate_x
+            torch.stack([o, z, z, z, o, v], 1),  # translate_y
+            torch.stack([cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy], 1),  # rotate
+        ],
+        1,
+    )  # (N, 5, 6)
+    m = candidates[torch.arange(len(op), device=x.device), op.to(x.device)]
+    return affine(x, m.view(-1, 2, 3))
+
+
+def apply_grouped(xs: torch.Tensor, op: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """xs sorted by op (all ≥ 0): the five geometric ops in one resampling (each resampling call has a large
+    fixed cost on small batches), every other op once on its contiguous slice. op, v: CPU tensors (N,)."""
+    counts = torch.bincount(op, minlength=len(NAMES)).tolist()
+    bounds = [0]
+    for c in counts:
+        bounds.append(bounds[-1] + c)
+    out = xs
+    dev, dt = xs.device, xs.dtype
+    geo = slice(bounds[GEOMETRIC.start], bounds[GEOMETRIC.stop])
+    if geo.stop > geo.start:
+        out[geo] = geometric(out[geo], op[geo], v[geo].to(dt)).to(dt)
+    for k in range(GEOMETRIC.stop, len(NAMES)):
+        a, b = bounds[k], bounds[k + 1]
+        if b > a:
+            out[a:b] = OPS[NAMES[k]][0](out[a:b], v[a:b].to(dev, dt)).to(dt)
+    return out

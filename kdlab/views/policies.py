@@ -68,8 +68,8 @@ class _PolicyView(StrongView):
 
 def apply_ops(out: torch.Tensor, op: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """out[i] ← OP[op[i]](out[i], value[i]) for every sample with op[i] ≥ 0 (an index into image_ops.NAMES;
-    −1 leaves the sample as it is). op, value: CPU tensors (B,). Samples are sorted by op: one gather, each op
-    once on a contiguous slice, one scatter back — at most len(NAMES) batched calls, one host sync."""
+    −1 leaves the sample as it is). op, value: CPU tensors (B,). Samples are sorted by op: one gather, at most
+    four batched calls (image_ops.apply_grouped), one scatter back, one host sync."""
     from kdlab.views import image_ops
 
     dev = out.device
@@ -78,13 +78,7 @@ def apply_ops(out: torch.Tensor, op: torch.Tensor, value: torch.Tensor) -> torch
     if counts[0] == len(op):
         return out
     moved = order[counts[0] :].to(dev)
-    xs, vs = out[moved], value[order[counts[0] :]].to(dev, out.dtype)
-    start = 0
-    for k, n_k in enumerate(counts[1:]):
-        if n_k:
-            fn = image_ops.OPS[image_ops.NAMES[k]][0]
-            xs[start : start + n_k] = fn(xs[start : start + n_k], vs[start : start + n_k]).to(out.dtype)
-            start += n_k
+    xs = image_ops.apply_grouped(out[moved], op[order[counts[0] :]], value[order[counts[0] :]])
     out = out.clone()
     out[moved] = xs
     return out
