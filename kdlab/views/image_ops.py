@@ -9,6 +9,7 @@ nearest-neighbour sampling with grey (128) fill."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -129,35 +130,19 @@ def affine(x: torch.Tensor, matrices: torch.Tensor, fill: float = 128 / 255) -> 
     return F.grid_sample(x - fill, grid, mode="nearest", padding_mode="zeros", align_corners=False) + fill
 
 
-def shear_x(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    z, o = torch.zeros_like(v), torch.ones_like(v)
-    return affine(x, torch.stack([torch.stack([o, v, z], 1), torch.stack([z, o, z], 1)], 1))
+def _geometric_op(k: int, doc: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def op(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return geometric(x, torch.full((len(v),), k, dtype=torch.long), v)
+
+    op.__doc__ = doc
+    return op
 
 
-def shear_y(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    z, o = torch.zeros_like(v), torch.ones_like(v)
-    return affine(x, torch.stack([torch.stack([o, z, z], 1), torch.stack([v, o, z], 1)], 1))
-
-
-def translate_x(x: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
-    z, o = torch.zeros_like(pixels), torch.ones_like(pixels)
-    return affine(x, torch.stack([torch.stack([o, z, pixels], 1), torch.stack([z, o, z], 1)], 1))
-
-
-def translate_y(x: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
-    z, o = torch.zeros_like(pixels), torch.ones_like(pixels)
-    return affine(x, torch.stack([torch.stack([o, z, z], 1), torch.stack([z, o, pixels], 1)], 1))
-
-
-def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
-    """Image.rotate: counter-clockwise by `degrees` about the centre."""
-    h, w = x.shape[-2:]
-    t = -degrees * (math.pi / 180)  # Pillow builds the inverse map from the negated angle
-    cos, sin = torch.cos(t), torch.sin(t)
-    cx, cy = w / 2, h / 2
-    row0 = torch.stack([cos, sin, cx - cos * cx - sin * cy], 1)
-    row1 = torch.stack([-sin, cos, cy + sin * cx - cos * cy], 1)
-    return affine(x, torch.stack([row0, row1], 1))
+shear_x = _geometric_op(0, "Image.transform shear along x by factor v (N,).")
+shear_y = _geometric_op(1, "Image.transform shear along y by factor v (N,).")
+translate_x = _geometric_op(2, "Image.transform shift by v (N,) pixels along x.")
+translate_y = _geometric_op(3, "Image.transform shift by v (N,) pixels along y.")
+rotate = _geometric_op(4, "Image.rotate: counter-clockwise by v (N,) degrees about the centre.")
 
 
 # name → (op, magnitude range over levels 0…9 as (at level 0, at level 9), signed: a random ± per sample).
@@ -233,10 +218,13 @@ def bin_magnitude(name: str, b: int, space: str, image_size: int) -> float:
 
 
 def geometric(x: torch.Tensor, op: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The five geometric ops in one affine resampling: sample i gets NAMES[op[i]] (op in 0…4) with v[i]."""
+    """The five geometric ops in one affine resampling: sample i gets NAMES[op[i]] (op in 0…4: shear_x,
+    shear_y, translate_x, translate_y, rotate) with parameter v[i] (shear factor, pixels, or degrees
+    counter-clockwise about the centre, as Pillow's rotate)."""
     h, w = x.shape[-2:]
+    v = v.to(x.device, x.dtype)
     z, o = torch.zeros_like(v), torch.ones_like(v)
-    t = -v * (math.pi / 180)
+    t = -v * (math.pi / 180)  # Pillow builds the rotation's inverse map from the negated angle
     cos, sin = torch.cos(t), torch.sin(t)
     cx, cy = w / 2, h / 2
     candidates = torch.stack(
