@@ -44,6 +44,21 @@ def test_anchor_is_zero_at_start_and_covers_only_weights_with_ndim_above_one():
     assert m.anchor().item() == pytest.approx(0.25)
 
 
+def test_drift_guards_anchor_bn_scale_the_teacher_lr_and_freeze_teacher_bn():
+    m = _atsc(anchor_bn=True, teacher_lr_scale=0.1, teacher_bn_eval=True)
+    t = m.teacher(0).model
+    anchored = {id(p) for p, _ in m.anchor_pairs(0)}
+    assert id(t.bn1.weight) in anchored and id(t.bn1.bias) in anchored and id(t.fc.bias) not in anchored
+    with torch.no_grad():
+        t.bn1.weight[0] += 0.5
+    assert m.anchor().item() == pytest.approx(0.25)
+    own, theirs = m.param_groups()
+    assert theirs["lr_scale"] == 0.1 and {id(p) for p in theirs["params"]} == {id(p) for p in t.parameters()}
+    assert not {id(p) for p in own["params"]} & {id(p) for p in t.parameters()}
+    m.train()
+    assert t.conv1.weight.requires_grad and t.training and not t.bn1.training and m.student.training
+
+
 def test_bias_only_step_changes_only_the_classifier_bias():
     m = _atsc()
     m.train()

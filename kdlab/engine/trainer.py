@@ -99,12 +99,12 @@ class Trainer:
         self.test_loader = make_loader(data, "test", cfg.data.eval_batch_size, device, False, workers=cfg.data.workers)
         if method.needs_train_labels:
             method.attach_train_labels(self.train_loader.labels, self.generator)
-        params = [p for m in method.trainable_modules().values() for p in m.parameters() if p.requires_grad]
+        groups = method.param_groups()
         self.lr = cfg.optim.lr
         if cfg.optim.lr_ref_batch:
             self.lr = cfg.optim.lr * cfg.data.batch_size / cfg.optim.lr_ref_batch
         self.optimizer = torch.optim.SGD(
-            params,
+            groups,
             lr=self.lr,
             momentum=cfg.optim.momentum,
             weight_decay=cfg.optim.weight_decay,
@@ -223,7 +223,7 @@ class Trainer:
             progress_epoch = epoch - 1 + i / steps
             lr = self.schedule(progress_epoch)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             n_skipped = len(self.skipped)
             values, n_correct = self.step_fn(batch.images, batch.labels, batch.index, progress_epoch)
             crash_point("step")

@@ -206,6 +206,12 @@ class Distiller(nn.Module):
         """Trainable modules beyond the student (projectors, embedders), by name."""
         return {}
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups over the trainable modules. A group may carry `lr_scale` (its learning
+        rate is lr_scale × the scheduled rate). Default: one group of every parameter that requires grad."""
+        params = [p for m in self.trainable_modules().values() for p in m.parameters() if p.requires_grad]
+        return [{"params": params}]
+
     def trainable_modules(self) -> dict[str, nn.Module]:
         """Everything the optimiser updates and a checkpoint must hold, by name."""
         return {"student": self.student, **self.extra_modules()}
