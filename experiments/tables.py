@@ -65,9 +65,10 @@ def atsc_table(root: Path) -> str:
     rows = [
         ("KD (τ=4, 0.1·CE + 0.9·KL)", "kd"),
         ("SimKD (frozen teacher, shared classifier)", "simkd"),
-        ("ATSC (adaptive teacher, shared classifier)", "atsc"),
-        ("ATSC, two teachers (resnet20 seeds 0 and 1)", "atsc-2t"),
-        ("ATSC + TLCutMix+pick", "atsc-tlcmpick"),
+        ("ATSC as published (adaptive teacher, shared classifier)", "atsc"),
+        ("ATSC + BN anchor (kdlab's anchor_bn)", "atsc-abn"),
+        ("ATSC + BN anchor, two teachers (resnet20 seeds 0 and 1)", "atsc-abn-2t"),
+        ("ATSC + BN anchor + TLCutMix+pick", "atsc-abn-tlcmpick"),
         ("SimKD + TLCutMix+pick", "simkd-tlcmpick"),
     ]
     lines = [
