@@ -14,7 +14,8 @@ Guards that the published recipe does not use (all off by default): `anchor_bn` 
 weights and biases to the anchor, `teacher_lr_scale` gives the teachers a smaller learning rate,
 `teacher_bn_eval` keeps the teachers' BatchNorm in eval mode. On 100 CIFAR-100 images per class with a 52%
 resnet20 teacher, the unguarded teacher drifted to 3.5% test accuracy in the first epoch, mostly through its
-last stage's unanchored BatchNorm parameters and running statistics (docs/results.md).
+last stage's unanchored BatchNorm parameters and running statistics; of the three guards only `anchor_bn` kept
+it (docs/results.md).
 
 Several teachers (kdlab's reading of the paper's multi-teacher extension, which the released code lacks): one
 projector and one adaptive shared classifier per teacher; the prediction is the mean of the per-teacher
