@@ -111,6 +111,7 @@ def analyze_run(
     log(f"analysing {run_path} on {spec} ({split}, {len(teachers)} teacher(s), view for test_aug: {aug_view})")
     outputs = {}
     for name in SPLITS:
+        log(f"  {name}: {len(split_images(name))} images × {len(predictors)} models")
         use_aug = name == "test_aug"
         with_masks = name == split
         outputs[name] = _run_models(
