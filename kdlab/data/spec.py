@@ -122,12 +122,13 @@ def load_dataset(
     if root is not None and stream != "off" and kind in ("imagefolder", "auto", "cifar10", "cifar100"):
         from kdlab.data import streaming
 
-        if stream == "on" or (
-            root.is_dir() and not readers.is_mnist_idx_dir(root) and not (root / "batches.meta").exists()
-            and not (root / "meta").exists() and streaming.estimated_bytes(root) > memory_budget_gb * 2**30
-        ):  # fmt: skip
-            name = f"{kind}:{root.name}" if kind != "auto" else root.name
-            return streaming.open_streaming(root, name, image_size, train_per_class, test_per_class)  # type: ignore[return-value]
+        tree = root.is_dir() and not readers.is_mnist_idx_dir(root) and not (root / "batches.meta").exists()
+        tree = tree and not (root / "meta").exists()
+        if stream == "on" or tree:
+            index = streaming.index_image_tree(root)  # walked once, for the size estimate and the dataset
+            if stream == "on" or streaming.estimated_bytes(index) > memory_budget_gb * 2**30:
+                name = f"{kind}:{root.name}" if kind != "auto" else root.name
+                return streaming.open_streaming(index, name, image_size, train_per_class, test_per_class)  # type: ignore[return-value]
     if root is None:
         raw = readers.read_digits()
         mean, std = channel_stats(torch.from_numpy(raw.train_images))

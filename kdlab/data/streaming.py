@@ -193,35 +193,40 @@ def _size_of(path: str) -> tuple[int, int]:
         return img.size
 
 
+TreeIndex = tuple[list[str], FileSplit, FileSplit]  # index_image_tree's (classes, train, test)
+
+
+def _first_image_facts(train: FileSplit) -> tuple[int, tuple[int, int]]:
+    """(channels, (width, height)) of the first training image."""
+    from PIL import Image
+
+    with Image.open(train.files[0]) as first:
+        return (1 if first.mode in ("L", "1", "I;16", "I", "F", "LA") else 3), first.size
+
+
 def open_streaming(
-    root: Path, name: str, size: int | None, train_per_class: int | None, test_per_class: int | None
+    index: TreeIndex, name: str, size: int | None, train_per_class: int | None, test_per_class: int | None
 ) -> StreamingDataset:
-    """Index `root` and measure mean/std on up to 2,000 evenly spaced training images (centre crops)."""
-    classes, train, test = index_image_tree(root)
+    """A StreamingDataset over an indexed tree; mean/std measured on up to 2,000 evenly spaced training images
+    (centre crops)."""
+    classes, train, test = index
     if train_per_class:
         train = train.first_per_class(train_per_class, len(classes))
     if test_per_class:
         test = test.first_per_class(test_per_class, len(classes))
-    from PIL import Image
-
-    with Image.open(train.files[0]) as first:
-        channels = 1 if first.mode in ("L", "1", "I;16", "I", "F", "LA") else 3
-        size = size or min(first.size)
+    channels, first_size = _first_image_facts(train)
+    size = size or min(first_size)
     step = max(1, len(train) // 2000)
     sample = np.stack([decode_fixed(f, size, channels, None) for f in train.files[::step]])
     mean, std = channel_stats(torch.from_numpy(sample))
     return StreamingDataset(name, train, test, classes, mean, std, size, channels)
 
 
-def estimated_bytes(root: Path) -> int:
-    """Decoded size of an image tree if held in memory: files × bytes of the first image (uint8)."""
-    _, train, test = index_image_tree(root)
-    from PIL import Image
-
-    with Image.open(train.files[0]) as first:
-        c = 1 if first.mode in ("L", "1") else 3
-        w, h = first.size
-    return (len(train) + len(test)) * c * w * h
+def estimated_bytes(index: TreeIndex) -> int:
+    """Decoded size of an indexed image tree if held in memory: files × bytes of the first image (uint8)."""
+    _, train, test = index
+    channels, (w, h) = _first_image_facts(train)
+    return (len(train) + len(test)) * channels * w * h
 
 
 def default_workers() -> int:
