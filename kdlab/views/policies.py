@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from kdlab.errors import ConfigError
+from kdlab.views import image_ops
 from kdlab.views.base import StrongView, ViewOutput, ViewParams, register_view
 
 
@@ -51,7 +52,7 @@ class _PolicyView(StrongView):
 
     def transform(self, x: torch.Tensor, g: torch.Generator | None) -> ViewOutput:
         if self.fused is not None:
-            return ViewOutput(self.fused(x.clamp(0, 1), g, self.params.per_batch_compat).clamp_(0, 1))
+            return ViewOutput(self.fused(x, g, self.params.per_batch_compat).clamp_(0, 1))
         branches = self._branches()
         b, c = x.shape[:2]
         # kornia's colour ops need RGB: grey images go through as three equal channels and come back as
@@ -66,29 +67,9 @@ class _PolicyView(StrongView):
         return ViewOutput(out.clamp(0, 1))
 
 
-def apply_ops(out: torch.Tensor, op: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """out[i] ← OP[op[i]](out[i], value[i]) for every sample with op[i] ≥ 0 (an index into image_ops.NAMES;
-    −1 leaves the sample as it is). op, value: CPU tensors (B,). Samples are sorted by op: one gather, at most
-    four batched calls (image_ops.apply_grouped), one scatter back, one host sync."""
-    from kdlab.views import image_ops
-
-    dev = out.device
-    order = torch.argsort(op, stable=True)
-    counts = torch.bincount(op + 1, minlength=len(image_ops.NAMES) + 1).tolist()
-    if counts[0] == len(op):
-        return out
-    moved = order[counts[0] :].to(dev)
-    xs = image_ops.apply_grouped(out[moved], op[order[counts[0] :]], value[order[counts[0] :]])
-    out = out.clone()
-    out[moved] = xs
-    return out
-
-
 def signed_values(op: torch.Tensor, value: torch.Tensor, sign_draw: torch.Tensor) -> torch.Tensor:
     """Per-sample op parameters: a random sign for signed ops (sign_draw < 0.5 → negative), 1 + v for the
     enhance factors. op ≥ 0 indexes image_ops.NAMES; entries with op < 0 are left as they are."""
-    from kdlab.views import image_ops
-
     safe = op.clamp_min(0)
     value = torch.where(image_ops.SIGNED[safe] & (sign_draw < 0.5), -value, value)
     return torch.where(image_ops.FACTOR[safe], 1 + value, value)
@@ -99,8 +80,6 @@ class FusedPolicy:
     kdlab's batched ops (views/image_ops.py)."""
 
     def __init__(self, table: list, image_size: int):
-        from kdlab.views import image_ops
-
         size = (image_size, image_size)
         rows = [
             [(image_ops.NAMES.index(n), p, image_ops.magnitude(n, lv or 0, size)) for n, p, lv in sub] for sub in table
@@ -114,11 +93,12 @@ class FusedPolicy:
         n = 1 if per_batch else b
         choice = torch.randint(0, len(self.op), (n,), generator=g, device=dev).expand(b).cpu()
         draws = torch.rand(2, 2, n, generator=g, device=dev).expand(2, 2, b).cpu()  # (slot, gate|sign, sample)
-        out = x
+        out = x.clamp(0, 1)  # a copy the slots then write in place
         for slot in range(2):
             op = self.op[choice, slot]
             value = signed_values(op, self.value[choice, slot], draws[slot, 1])
-            out = apply_ops(out, torch.where(draws[slot, 0] < self.prob[choice, slot], op, -1), value)
+            gated = torch.where(draws[slot, 0] < self.prob[choice, slot], op, -1)
+            out = image_ops.apply_grouped(out, gated, value, inplace=True)
         return out
 
 
@@ -128,8 +108,6 @@ class FusedRandom:
     31 magnitude bins, on kdlab's batched ops."""
 
     def __init__(self, space: str, image_size: int, n: int, m: int | None):
-        from kdlab.views import image_ops
-
         self.ops = [name for name in image_ops.RANDOM_SPACE]  # identity is index −1 below
         self.table = torch.tensor(
             [[image_ops.bin_magnitude(name, b, space, image_size) for b in range(31)] for name in self.ops]
@@ -140,7 +118,7 @@ class FusedRandom:
     def __call__(self, x: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
         b, dev = x.shape[0], x.device
         k = 1 if per_batch else b
-        out = x
+        out = x.clamp(0, 1)  # a copy the layers then write in place
         for _ in range(self.n):
             pick = torch.randint(0, len(self.ops) + 1, (k,), generator=g, device=dev).expand(b).cpu() - 1
             bins = torch.randint(0, 31, (k,), generator=g, device=dev).expand(b).cpu()
@@ -150,7 +128,7 @@ class FusedRandom:
             safe = pick.clamp_min(0)
             op = torch.where(pick >= 0, self.op_index[safe], -1)
             value = signed_values(op, self.table[safe, bins], sign)
-            out = apply_ops(out, op, value)
+            out = image_ops.apply_grouped(out, op, value, inplace=True)
         return out
 
 
