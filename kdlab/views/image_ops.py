@@ -252,14 +252,13 @@ def apply_grouped(x: torch.Tensor, op: torch.Tensor, v: torch.Tensor, inplace: b
     order_dev = order.to(dev)
     out = x if inplace else x.clone()
 
-    def run(a: int, b: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def run(a: int, b: int, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], vals: torch.Tensor) -> None:
         if b > a:
             idx = order_dev[a:b]
-            out.index_copy_(0, idx, fn(x.index_select(0, idx)).to(dt))
+            out.index_copy_(0, idx, fn(x.index_select(0, idx), vals).to(dt))
 
     geo = order[bounds[GEOMETRIC.start] : bounds[GEOMETRIC.stop]]
-    run(bounds[GEOMETRIC.start], bounds[GEOMETRIC.stop], lambda xs: geometric(xs, op[geo], v[geo]))
+    run(bounds[GEOMETRIC.start], bounds[GEOMETRIC.stop], lambda xs, vals: geometric(xs, op[geo], vals), v[geo])
     for k in range(GEOMETRIC.stop, len(NAMES)):
-        vk = v[order[bounds[k] : bounds[k + 1]]].to(dev, dt)
-        run(bounds[k], bounds[k + 1], lambda xs, k=k, vk=vk: OPS[NAMES[k]][0](xs, vk))
+        run(bounds[k], bounds[k + 1], OPS[NAMES[k]][0], v[order[bounds[k] : bounds[k + 1]]].to(dev, dt))
     return out
