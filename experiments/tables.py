@@ -103,8 +103,8 @@ def ensemble_table(root: Path) -> str:
 
     cols = [("iou_teacher_teacher", "IoU t–t", 3), ("iou_teacher_student", "IoU t–s", 3),
             ("agreement", "agreement (%)", 2), ("kl_s_t", "KL(s‖t)", 3), ("mutual_information", "MI (nats)", 3),
-            ("student_train_acc", "train acc (%)", 2), ("student_test_acc", "test acc (%)", 2),
-            ("student_gap", "train − test", 2), ("student_ece_15", "ECE15 (%)", 2)]  # fmt: skip
+            ("student_train_acc", "clean train acc (%)", 2), ("student_test_acc", "test acc (%)", 2),
+            ("student_gap", "clean train − test", 2), ("student_ece_15", "ECE15 (%)", 2)]  # fmt: skip
     lines = ["| teachers | student | " + " | ".join(c[1] for c in cols) + " | runs |",
              "|---|---|" + "---|" * (len(cols) + 1)]  # fmt: skip
     settings = [(f"students-{t}-teachers", t, None) for t in ("weak", "strong")]

@@ -287,8 +287,9 @@ class Sweep:
 TABLE_METRICS = (
     ("last_epoch_test_acc", "last-epoch test acc (%)"),
     ("best_test_acc", "best-epoch test acc (%)"),
-    ("last_train_acc", "train acc (%)"),
-    ("student_gap", "train − test (%)"),
+    ("last_train_acc", "train acc, in training (%)"),  # on the augmented views, as logged per epoch
+    ("student_train_acc", "clean train acc (%)"),  # from `kdlab analyze`: the training images, no augmentation
+    ("student_gap", "clean train − test (%)"),
     ("agreement", "agreement (%)"),
     ("kl_s_t", "KL(s‖t)"),
     ("mutual_information", "MI (nats)"),
