@@ -1,10 +1,16 @@
-"""The 14 AutoAugment image operations as batched tensor code with a parameter per sample.
+"""The 14 AutoAugment image operations as batched tensor code on 8-bit images, with a parameter per sample.
 
-Every function takes float images x (N, C, H, W) in [0, 1] (C = 3, or 1 for grey where the op allows it) and
-a per-sample magnitude v (N,), and returns the same shape. Semantics follow Pillow (ImageOps / ImageEnhance /
-Image.transform), the library the AutoAugment reference code used: colour ops blend with Pillow's
-"degenerate" image, posterize/solarize/equalize/autocontrast work on the 8-bit values, geometric ops use
-nearest-neighbour sampling with grey (128) fill."""
+Every op takes uint8 images u (N, C, H, W) (C = 3, or 1 for grey) and per-sample parameters v (N,), and returns
+uint8 images of the same shape equal to Pillow's (ImageOps / ImageEnhance / Image.transform, the library the
+AutoAugment reference code used) — for every op but rotate, whose nearest-neighbour sampling differs at a few
+tied pixels. Pillow's arithmetic is copied: an enhance op is Image.blend, trunc(d + α·(u − d)) in float32, with
+its "degenerate" image d; grey is convert("L")'s integer luma; posterize/solarize/equalize/autocontrast are
+Pillow's lookup tables; geometric ops read the pixel at the floor of the inverse map, grey (128) outside.
+
+Seven ops are per-channel lookup tables over the 256 values (contrast, brightness, posterize, solarize,
+auto_contrast, equalize, invert). `apply_grouped` runs all table ops drawn in a slot as one gather, the five
+geometric ops as one resampling, color and sharpness once each: a fixed handful of batched calls per slot, since
+on small images the call count, not the pixel arithmetic, bounds the speed."""
 
 from __future__ import annotations
 
@@ -15,111 +21,133 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def _levels(x: torch.Tensor) -> torch.Tensor:
-    """The 8-bit values 0…255 of [0, 1] images, as floats."""
-    return (x * 255).round_()
+_LUMA = torch.tensor([19595, 38470, 7471], dtype=torch.int32).view(1, 3, 1, 1)
 
 
-def _u8(x: torch.Tensor) -> torch.Tensor:
-    return _levels(x).to(torch.int64)
+def _levels(device: torch.device) -> torch.Tensor:
+    """The 256 8-bit values as float32, (256,)."""
+    return torch.arange(256, dtype=torch.float32, device=device)
 
 
-def _grey(x: torch.Tensor) -> torch.Tensor:
-    """Pillow's L conversion (ITU-R 601-2 luma), (N, 1, H, W)."""
-    if x.shape[1] == 1:
-        return x
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
+def _grey(u: torch.Tensor) -> torch.Tensor:
+    """Pillow's convert("L"): (19595·R + 38470·G + 7471·B + 2¹⁵) >> 16, int32 (N, 1, H, W)."""
+    if u.shape[1] == 1:
+        return u.to(torch.int32)
+    weighted = (u.to(torch.int32) * _LUMA.to(u.device)).sum(1, keepdim=True, dtype=torch.int32)
+    return weighted.add_(32768).bitwise_right_shift_(16)
 
 
-def _blend(x: torch.Tensor, degenerate: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    f = factor.view(-1, 1, 1, 1).to(x.dtype)
-    return (degenerate + f * (x - degenerate)).clamp_(0, 1)
+def _blend(degenerate: torch.Tensor, image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Pillow's Image.blend(degenerate, image, α) on 8-bit values given as float32 tensors (broadcastable, the
+    leading dim N): trunc(d + α·(u − d)) clipped to 0…255, evaluated in float32 in Pillow's order. factor (N,)."""
+    alpha = factor.to(image.device, torch.float32).view(-1, *([1] * (image.dim() - 1)))
+    return (degenerate + alpha * (image - degenerate)).clamp_(0, 255).floor_()
 
 
-def brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """ImageEnhance.Brightness: blend with black."""
-    return _blend(x, torch.zeros_like(x), factor)
+def apply_lut(u: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+    """out[n, c, y, x] = lut[n, c, u[n, c, y, x]]: u uint8 (N, C, H, W), lut (N, C or 1, 256) of 8-bit values."""
+    n, c, h, w = u.shape
+    table = lut.to(torch.uint8).expand(n, c, 256)
+    return table.gather(2, u.view(n, c, h * w).to(torch.int64)).view(n, c, h, w)
 
 
-def color(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """ImageEnhance.Color: blend with the grey version."""
-    return _blend(x, _grey(x).expand_as(x), factor)
+def _contrast_lut(u: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    # ImageEnhance.Contrast: blend with a flat image of int(mean of the grey image + 0.5)
+    h, w = u.shape[-2:]
+    mean = (_grey(u).sum((1, 2, 3), dtype=torch.float64) / (h * w) + 0.5).floor_()
+    return _blend(mean.to(torch.float32).view(-1, 1, 1), _levels(u.device).view(1, 1, 256), factor)
 
 
-def contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """ImageEnhance.Contrast: blend with the mean grey level (Pillow rounds it to an 8-bit value)."""
-    mean = (_grey(x).mean((1, 2, 3), keepdim=True) * 255).round() / 255
-    return _blend(x, mean.expand_as(x), factor)
+def _brightness_lut(u: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    # ImageEnhance.Brightness: blend with black
+    return _blend(torch.zeros((), device=u.device), _levels(u.device).expand(len(u), 1, 256), factor)
 
 
-def sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """ImageEnhance.Sharpness: blend with the SMOOTH-filtered image ([[1,1,1],[1,5,1],[1,1,1]] / 13), whose
-    border pixels are the original ones."""
-    # the 3×3 box is separable: row sums, then column sums, plus 4 × the centre (a grouped conv2d is ~5×
-    # slower on small CPU batches)
-    rows = x[..., :, :-2] + x[..., :, 1:-1] + x[..., :, 2:]
-    smooth = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
-    smooth = smooth.add_(x[..., 1:-1, 1:-1], alpha=4).div_(13)
-    degenerate = x.clone()
-    degenerate[..., 1:-1, 1:-1] = (smooth * 255).round() / 255
-    return _blend(x, degenerate, factor)
+def _posterize_lut(u: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    # ImageOps.posterize: keep the top `bits` (1…8) bits
+    keep = 256 - torch.bitwise_left_shift(torch.ones_like(bits, dtype=torch.int64), 8 - bits.to(torch.int64))
+    return torch.arange(256, device=u.device).view(1, 1, 256) & keep.to(u.device).view(-1, 1, 1)
 
 
-def posterize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
-    """ImageOps.posterize: keep the top `bits` (1…8, per sample) bits of each 8-bit value."""
-    low = torch.bitwise_left_shift(torch.ones_like(bits, dtype=torch.int64), 8 - bits.to(torch.int64)) - 1
-    mask = (255 - low).view(-1, 1, 1, 1).to(x.device)
-    return (_u8(x) & mask).to(x.dtype) / 255
+def _solarize_lut(u: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    # ImageOps.solarize: invert every value ≥ threshold (0…256)
+    i = _levels(u.device).view(1, 1, 256)
+    return torch.where(i < threshold.to(u.device, torch.float32).view(-1, 1, 1), i, 255 - i)
 
 
-def solarize(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    """ImageOps.solarize: invert every 8-bit value ≥ threshold (0…256, per sample)."""
-    u = _levels(x)
-    flip = (u >= threshold.view(-1, 1, 1, 1).to(x.device, x.dtype)).to(x.dtype)
-    # |u − 255·flip| is 255 − u where flipped and u elsewhere (torch.where is ~20× slower on CPU)
-    return torch.sub(u, flip, alpha=255).abs_().div_(255)
+def _invert_lut(u: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+    return (255 - _levels(u.device)).expand(len(u), 1, 256)
 
 
-def invert(x: torch.Tensor, _: torch.Tensor | None = None) -> torch.Tensor:
-    return 1 - x
-
-
-def auto_contrast(x: torch.Tensor, _: torch.Tensor | None = None) -> torch.Tensor:
-    """ImageOps.autocontrast (cutoff 0): stretch each channel's 8-bit range to 0…255."""
-    u = _levels(x)
-    lo = u.amin((2, 3), keepdim=True)
-    hi = u.amax((2, 3), keepdim=True)
-    flat = hi <= lo  # a one-level channel stays as it is: lo → 0, scale → 1 (cheaper than a full-size where)
+def _auto_contrast_lut(u: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+    # ImageOps.autocontrast (cutoff 0): each channel's range stretched to 0…255, rounded; a one-level channel stays
+    lo = u.amin((2, 3)).to(torch.float32).unsqueeze(2)  # (N, C, 1)
+    hi = u.amax((2, 3)).to(torch.float32).unsqueeze(2)
+    flat = hi <= lo
     scale = torch.where(flat, 1.0, 255 / (hi - lo).clamp_min(1))
     lo = torch.where(flat, 0.0, lo)
-    return ((u - lo) * scale).round_().clamp_(0, 255).div_(255)  # Pillow's lut: (i − lo) · scale, rounded
+    return ((_levels(u.device) - lo) * scale).round_().clamp_(0, 255)
 
 
-def equalize(x: torch.Tensor, _: torch.Tensor | None = None) -> torch.Tensor:
-    """ImageOps.equalize per image and channel, batched: Pillow's lut from the 256-bin histogram
-    (step = (n − count of the last non-empty bin) // 255; lut[i] = (cumsum before i + step // 2) // step)."""
-    n, c, h, w = x.shape
-    u = _u8(x).reshape(n * c, h * w)
-    hist = torch.zeros(n * c, 256, dtype=torch.int64, device=x.device).scatter_add_(1, u, torch.ones_like(u))
-    last = hist.gather(1, u.amax(1, keepdim=True))
+def _equalize_lut(u: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+    # ImageOps.equalize per channel from the 256-bin histogram: step = (n − count of the last non-empty bin) // 255,
+    # lut[i] = (cumsum before i + step // 2) // step; a channel with step 0 stays as it is
+    n, c, h, w = u.shape
+    v = u.reshape(n * c, h * w).to(torch.int64)
+    hist = torch.zeros(n * c, 256, dtype=torch.int64, device=u.device).scatter_add_(1, v, torch.ones_like(v))
+    last = hist.gather(1, v.amax(1, keepdim=True))
     step = (h * w - last) // 255
     before = hist.cumsum(1) - hist
     lut = ((before + step // 2) // step.clamp_min(1)).clamp_(max=255)
-    identity = torch.arange(256, device=x.device).expand_as(lut)
-    lut = torch.where(step > 0, lut, identity)  # Pillow leaves a channel with step 0 as it is
-    return lut.gather(1, u).view(n, c, h, w).to(x.dtype).div_(255)
+    lut = torch.where(step > 0, lut, torch.arange(256, device=u.device))
+    return lut.view(n, c, 256)
 
 
-def affine(x: torch.Tensor, matrices: torch.Tensor, fill: float = 128 / 255) -> torch.Tensor:
-    """Image.transform(AFFINE) per sample, nearest neighbour, `fill` outside. matrices (N, 2, 3): Pillow's
-    (a, b, c, d, e, f), mapping each output pixel centre (x + ½, y + ½) to the input point
+Op = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _table_op(build: Op, doc: str) -> Op:
+    def op(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return apply_lut(u, build(u, v))
+
+    op.__doc__ = doc
+    return op
+
+
+contrast = _table_op(_contrast_lut, "ImageEnhance.Contrast by factor v (N,).")
+brightness = _table_op(_brightness_lut, "ImageEnhance.Brightness by factor v (N,).")
+posterize = _table_op(_posterize_lut, "ImageOps.posterize to v (N,) bits, 1…8.")
+solarize = _table_op(_solarize_lut, "ImageOps.solarize above threshold v (N,), 0…256.")
+auto_contrast = _table_op(_auto_contrast_lut, "ImageOps.autocontrast (v unused).")
+equalize = _table_op(_equalize_lut, "ImageOps.equalize per channel (v unused).")
+invert = _table_op(_invert_lut, "ImageOps.invert (v unused).")
+
+
+def color(u: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """ImageEnhance.Color by factor (N,): blend with the grey image."""
+    return _blend(_grey(u).to(torch.float32), u.to(torch.float32), factor).to(torch.uint8)
+
+
+def sharpness(u: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """ImageEnhance.Sharpness by factor (N,): blend with the SMOOTH-filtered image ([[1,1,1],[1,5,1],[1,1,1]] / 13,
+    rounded; the border pixels are the original ones)."""
+    x = u.to(torch.float32)
+    # the 3×3 box is separable: row sums, then column sums, plus 4 × the centre (exact integers in float32)
+    rows = x[..., :, :-2] + x[..., :, 1:-1] + x[..., :, 2:]
+    total = (rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]).add_(x[..., 1:-1, 1:-1], alpha=4)
+    degenerate = x.clone()
+    degenerate[..., 1:-1, 1:-1] = total.mul_(2).add_(13).div_(26).floor_()  # floor(total / 13 + ½)
+    return _blend(degenerate, x, factor).to(torch.uint8)
+
+
+def affine(u: torch.Tensor, matrices: torch.Tensor, fill: int = 128) -> torch.Tensor:
+    """Image.transform(AFFINE) per sample, nearest neighbour, `fill` outside. u uint8 (N, C, H, W); matrices
+    (N, 2, 3): Pillow's (a, b, c, d, e, f), mapping each output pixel centre (x + ½, y + ½) to the input point
     (a·x + b·y + c, d·x + e·y + f) in pixels, whose floor is the pixel read."""
-    n, c, h, w = x.shape
-    a, b, cc, d, e, f = matrices.to(x.device, torch.float32).view(n, 6, 1, 1).unbind(1)  # each (N, 1, 1)
-    xs = torch.arange(w, device=x.device, dtype=torch.float32) + 0.5
-    ys = torch.arange(h, device=x.device, dtype=torch.float32).view(h, 1) + 0.5
+    n, c, h, w = u.shape
+    a, b, cc, d, e, f = matrices.to(u.device, torch.float32).view(n, 6, 1, 1).unbind(1)  # each (N, 1, 1)
+    xs = torch.arange(w, device=u.device, dtype=torch.float32) + 0.5
+    ys = torch.arange(h, device=u.device, dtype=torch.float32).view(h, 1) + 0.5
     # Read from the image framed by one pixel of `fill` (hence the +1): a point outside clamps onto the frame,
     # so no mask. A 1e-3 px nudge: the shears hit lattice points exactly, where float error must not decide
     # the floor.
@@ -127,11 +155,11 @@ def affine(x: torch.Tensor, matrices: torch.Tensor, fill: float = 128 / 255) -> 
     px = torch.add(a * xs + (cc + shift), b * ys).floor_().clamp_(0, w + 1)  # (N, H, W)
     py = torch.add(d * xs + (f + shift), e * ys).floor_().clamp_(0, h + 1)
     index = px.add_(py, alpha=w + 2).to(torch.int64).view(n, 1, h * w).expand(n, c, h * w)
-    framed = F.pad(x, (1, 1, 1, 1), value=fill).view(n, c, (h + 2) * (w + 2))
+    framed = F.pad(u, (1, 1, 1, 1), value=fill).view(n, c, (h + 2) * (w + 2))
     return framed.gather(2, index).view(n, c, h, w)
 
 
-def _geometric_op(k: int, doc: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def _geometric_op(k: int, doc: str) -> Op:
     def op(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return geometric(x, torch.full((len(v),), k, dtype=torch.long), v)
 
@@ -165,6 +193,9 @@ OPS = {
     "invert": (invert, (0.0, 0.0), False),
 }
 GEOMETRIC = range(0, 5)
+TABLES = range(7, 14)  # contrast … invert: lookup tables, built per sample and applied in one gather
+_TABLE_BUILDERS = [_contrast_lut, _brightness_lut, _posterize_lut, _solarize_lut, _auto_contrast_lut, _equalize_lut,
+                   _invert_lut]  # fmt: skip
 FACTOR_OPS = ("color", "contrast", "sharpness", "brightness")
 NAMES = list(OPS)
 SIGNED = torch.tensor([OPS[n][2] for n in NAMES])
@@ -236,29 +267,37 @@ def geometric(x: torch.Tensor, op: torch.Tensor, v: torch.Tensor) -> torch.Tenso
     return affine(x, torch.from_numpy(m).view(-1, 2, 3))
 
 
-def apply_grouped(x: torch.Tensor, op: torch.Tensor, v: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    """out[i] = OPS[NAMES[op[i]]](x[i], v[i]), or x[i] where op[i] = −1. op, v: CPU tensors (N,). The five
-    geometric ops share one resampling (each call has a large fixed cost on small batches); every other drawn
-    op runs once on the samples that drew it, read and written by index. One host sync (the op counts).
-    inplace: write into x (safe: each group is read before it is written, and groups are disjoint)."""
+def apply_grouped(u: torch.Tensor, op: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """u[i] ← OPS[NAMES[op[i]]](u[i], v[i]) in place, for every i with op[i] ≥ 0; returns u. u: uint8 (N, C, H, W);
+    op, v: CPU tensors (N,). Four batched groups whatever was drawn: the geometric ops (one resampling), the
+    table ops (one gather through per-sample tables), color, sharpness; each reads its samples by index before
+    writing them, and the groups are disjoint. One host sync (the op counts)."""
     order = torch.argsort(op, stable=True)
     counts = torch.bincount(op + 1, minlength=len(NAMES) + 1).tolist()  # slot 0: the untouched samples
     if counts[0] == len(op):
-        return x
+        return u
     bounds = [counts[0]]
     for c in counts[1:]:
-        bounds.append(bounds[-1] + c)  # ops k's samples are order[bounds[k] : bounds[k + 1]]
-    dev, dt = x.device, x.dtype
-    order_dev = order.to(dev)
-    out = x if inplace else x.clone()
+        bounds.append(bounds[-1] + c)  # op k's samples are order[bounds[k] : bounds[k + 1]]
+    order_dev = order.to(u.device)
 
-    def run(a: int, b: int, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], vals: torch.Tensor) -> None:
+    def group(ops: range, fn: Op) -> None:
+        a, b = bounds[ops.start], bounds[ops.stop]
         if b > a:
             idx = order_dev[a:b]
-            out.index_copy_(0, idx, fn(x.index_select(0, idx), vals).to(dt))
+            u.index_copy_(0, idx, fn(u.index_select(0, idx), order[a:b]))
 
-    geo = order[bounds[GEOMETRIC.start] : bounds[GEOMETRIC.stop]]
-    run(bounds[GEOMETRIC.start], bounds[GEOMETRIC.stop], lambda xs, vals: geometric(xs, op[geo], vals), v[geo])
-    for k in range(GEOMETRIC.stop, len(NAMES)):
-        run(bounds[k], bounds[k + 1], OPS[NAMES[k]][0], v[order[bounds[k] : bounds[k + 1]]].to(dev, dt))
-    return out
+    def tables(sub: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        lut = torch.empty(len(sub), sub.shape[1], 256, dtype=torch.uint8, device=sub.device)
+        first = bounds[TABLES.start]
+        for k, build in zip(TABLES, _TABLE_BUILDERS):
+            a, b = bounds[k] - first, bounds[k + 1] - first
+            if b > a:
+                lut[a:b] = build(sub[a:b], v[rows[a:b]])
+        return apply_lut(sub, lut)
+
+    group(GEOMETRIC, lambda sub, rows: geometric(sub, op[rows], v[rows]))
+    group(range(5, 6), lambda sub, rows: color(sub, v[rows]))
+    group(range(6, 7), lambda sub, rows: sharpness(sub, v[rows]))
+    group(TABLES, tables)
+    return u

@@ -1,11 +1,12 @@
 """Policy views: AutoAugment (CIFAR10 / ImageNet / SVHN policies), RandAugment, TrivialAugment.
 
-AutoAugment runs by default on kdlab's own batched ops (views/image_ops.py): every sample draws its
-sub-policy, gates and signs from the run's generator, and each of the two op slots applies each drawn op once
-to the samples that drew it (≤ 14 batched calls per slot). `views.params.impl=kornia` uses kornia's
-AutoAugment instead, as do RandAugment and TrivialAugment: kornia draws one sub-policy per call, so kdlab
-draws one per sample and runs each drawn sub-policy once on the samples that drew it; magnitudes and gates
-are per sample inside kornia. With `per_batch_compat` the whole batch shares one draw of everything."""
+AutoAugment runs by default on kdlab's own batched ops (views/image_ops.py), on the 8-bit values as Pillow
+does: every sample draws its sub-policy, gates and signs from the run's generator, and each of the two op slots
+applies the drawn ops in four batched groups (geometric, lookup-table, color, sharpness); RandAugment and
+TrivialAugment likewise. `views.params.impl=kornia` uses kornia's policies instead: kornia draws one
+sub-policy per call, so kdlab draws one per sample and runs each drawn sub-policy once on the samples that drew
+it; magnitudes and gates are per sample inside kornia. With `per_batch_compat` the whole batch shares one
+draw of everything."""
 
 from __future__ import annotations
 
@@ -75,6 +76,11 @@ def signed_values(op: torch.Tensor, value: torch.Tensor, sign_draw: torch.Tensor
     return torch.where(image_ops.FACTOR[safe], 1 + value, value)
 
 
+def to_u8(x: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] as their nearest 8-bit values (uint8, same shape): what the policies work on."""
+    return x.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+
+
 class FusedPolicy:
     """A table of two-op sub-policies [(op name, probability, level 0…9 or None), …] applied per sample with
     kdlab's batched ops (views/image_ops.py)."""
@@ -93,13 +99,13 @@ class FusedPolicy:
         n = 1 if per_batch else b
         choice = torch.randint(0, len(self.op), (n,), generator=g, device=dev).expand(b).cpu()
         draws = torch.rand(2, 2, n, generator=g, device=dev).expand(2, 2, b).cpu()  # (slot, gate|sign, sample)
-        out = x.clamp(0, 1)  # a copy the slots then write in place
+        u = to_u8(x)
         for slot in range(2):
             op = self.op[choice, slot]
             value = signed_values(op, self.value[choice, slot], draws[slot, 1])
             gated = torch.where(draws[slot, 0] < self.prob[choice, slot], op, -1)
-            out = image_ops.apply_grouped(out, gated, value, inplace=True)
-        return out
+            image_ops.apply_grouped(u, gated, value)
+        return u.to(x.dtype).div_(255)
 
 
 class FusedRandom:
@@ -118,7 +124,7 @@ class FusedRandom:
     def __call__(self, x: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
         b, dev = x.shape[0], x.device
         k = 1 if per_batch else b
-        out = x.clamp(0, 1)  # a copy the layers then write in place
+        u = to_u8(x)
         for _ in range(self.n):
             pick = torch.randint(0, len(self.ops) + 1, (k,), generator=g, device=dev).expand(b).cpu() - 1
             bins = torch.randint(0, 31, (k,), generator=g, device=dev).expand(b).cpu()
@@ -128,8 +134,8 @@ class FusedRandom:
             safe = pick.clamp_min(0)
             op = torch.where(pick >= 0, self.op_index[safe], -1)
             value = signed_values(op, self.table[safe, bins], sign)
-            out = image_ops.apply_grouped(out, op, value, inplace=True)
-        return out
+            image_ops.apply_grouped(u, op, value)
+        return u.to(x.dtype).div_(255)
 
 
 @dataclass
