@@ -8,11 +8,13 @@
 # → 1 of 10) and CRD's negatives (16384 of 50k samples → 4096 of 10k). Runs go two at a time with one thread each
 # (1.5× the throughput of one 2-thread run on this machine).
 # Usage: bash experiments/cifar100_methods.sh [OUT] [JOBS]; then: .venv/bin/python experiments/collect.py OUT
-# SEEDS="1" limits the student runs to those seeds (default "0 1").
+# SEEDS="1" limits the student runs to those seeds (default "0 1"); TWO_TEACHERS=no leaves out the second
+# teacher and the two-teacher ATSC runs.
 set -euo pipefail
 OUT=${1:-runs/c100}
 JOBS=${2:-2}
 SEEDS=${SEEDS:-0 1}
+TWO_TEACHERS=${TWO_TEACHERS:-yes}
 KD=".venv/bin/kdlab"
 S=configs/cifar100/small/student_resnet8.yaml
 T=$OUT/c100-teacher-resnet20
@@ -26,7 +28,7 @@ ABN="method.anchor_bn=true"
 
 jobs_list() {  # one shell command per line; a finished run (summary.json) is skipped
   job() { local name=$1; shift; [ -f "$OUT/$name/summary.json" ] || echo "rm -rf $OUT/$name && $* engine.threads=1 output_dir=$OUT name=$name > $OUT/$name.log 2>&1"; }
-  job c100-teacher-resnet20-s1 $KD train --no-progress --config configs/cifar100/small/teacher_resnet20.yaml seed=1
+  [ "$TWO_TEACHERS" = no ] || job c100-teacher-resnet20-s1 $KD train --no-progress --config configs/cifar100/small/teacher_resnet20.yaml seed=1
   for seed in $SEEDS; do
     for m in dkd dist fitnet at sp rkd pkt crd simkd; do
       job $m-s$seed        $KD distill --no-progress --config $S seed=$seed method.name=$m ${EXTRA[$m]:-} $TEACH
@@ -36,9 +38,10 @@ jobs_list() {  # one shell command per line; a finished run (summary.json) is sk
     job atsc-abn-s$seed          $KD distill --no-progress --config $S seed=$seed method.name=atsc $ABN $TEACH
     job atsc-abn-tlcmpick-s$seed $KD distill --no-progress --config $S seed=$seed method.name=atsc $ABN $TEACH views.strong=cutmix_pick
     # the second teacher may still be training in the other job slot: wait for its summary
-    job atsc-abn-2t-s$seed "until [ -f $T2/summary.json ]; do sleep 20; done;" $KD distill --no-progress --config $S seed=$seed method.name=atsc $ABN $TEACH \
+    [ "$TWO_TEACHERS" = no ] || job atsc-abn-2t-s$seed "until [ -f $T2/summary.json ]; do sleep 20; done;" $KD distill --no-progress --config $S seed=$seed method.name=atsc $ABN $TEACH \
       "'teachers=[{name: resnet20, checkpoint: $T2}]'"  # quoted for the bash -c that runs the line
   done
 }
 mkdir -p "$OUT"
+if [ -n "${LIST_ONLY:-}" ]; then jobs_list; exit 0; fi  # print the job lines (for another scheduler)
 jobs_list | xargs -d '\n' -P "$JOBS" -I{} bash -c '{}' || echo "some runs failed: see $OUT/*.log"

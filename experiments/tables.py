@@ -4,7 +4,10 @@
     .venv/bin/python experiments/tables.py atsc runs/c100      # issue 5: KD, SimKD, ATSC variants
     .venv/bin/python experiments/tables.py ensemble runs/c100-ens   # issue 6: paper C, from the sweeps
 
-Cells are mean ± sample std over the seeds found (the count is given); a missing run is "–"."""
+Cells are mean ± sample std over the seeds found (the count is given); a missing run is "–". DIR may be a
+runs folder or its archive (experiments/archive.py). An `earlier.json` in DIR supplies runs whose folders were
+not kept: per-run numbers (`runs`, used where the folder is missing) and, for rows that were only ever recorded
+as mean ± std, those cells verbatim (`cells`)."""
 
 from __future__ import annotations
 
@@ -16,15 +19,35 @@ from pathlib import Path
 METHODS = ["kd", "dkd", "dist", "fitnet", "at", "sp", "rkd", "pkt", "vid", "crd", "simkd", "atsc"]
 
 
+def earlier(root: Path) -> dict:
+    f = root / "earlier.json"
+    return json.loads(f.read_text()) if f.is_file() else {"runs": {}, "cells": {}}
+
+
 def summaries(root: Path, name: str) -> list[dict]:
+    """Finished runs NAME-s0, -s1, -s2: summary.json plus, from metrics.jsonl's last line, the teachers' mean
+    test accuracy and drift (`teacher_acc_end`, `drift_end`); earlier.json's entry where the folder is missing."""
     out = []
     for seed in (0, 1, 2):
-        f = root / f"{name}-s{seed}" / "summary.json"
+        run = root / f"{name}-s{seed}"
+        f = run / "summary.json"
         if f.is_file():
             s = json.loads(f.read_text())
             if s.get("status") == "finished":
+                rec = last_record(run)
+                if rec.get("teacher_test_acc"):
+                    s["teacher_acc_end"] = statistics.mean(rec["teacher_test_acc"])
+                drifts = [v for k, v in rec.items() if k.endswith("_drift")]
+                if drifts:
+                    s["drift_end"] = statistics.mean(drifts)
                 out.append(s)
+        elif run.name in earlier(root)["runs"]:
+            out.append(earlier(root)["runs"][run.name])
     return out
+
+
+def verbatim(root: Path, name: str, key: str) -> str | None:
+    return earlier(root)["cells"].get(name, {}).get(key)
 
 
 def cell(values: list[float]) -> str:
@@ -42,17 +65,21 @@ def methods_table(root: Path) -> str:
         "|---|---|---|---|---|---|",
     ]
     ce = summaries(root, "ce")
-    lines.append(f"| ce (no teacher) | {cell([s['last_epoch_test_acc'] for s in ce])} | – | – | – | – |")
+    ce_cell = verbatim(root, "ce", "last") or cell([s["last_epoch_test_acc"] for s in ce])
+    lines.append(f"| ce (no teacher) | {ce_cell} | – | – | – | – |")
     for m in METHODS:
         plain, pick = summaries(root, m), summaries(root, f"{m}-tlcmpick")
-        if not plain and not pick:
+        fixed = [verbatim(root, n, k) for n in (m, f"{m}-tlcmpick") for k in ("last", "agreement")]
+        if not plain and not pick and not any(fixed):
             continue
         a = [s["last_epoch_test_acc"] for s in plain]
         b = [s["last_epoch_test_acc"] for s in pick]
-        delta = f"{statistics.mean(b) - statistics.mean(a):+.2f}" if a and b else "–"
         agree_a = [s["last_agreement"] for s in plain if s.get("last_agreement") is not None]
         agree_b = [s["last_agreement"] for s in pick if s.get("last_agreement") is not None]
-        lines.append(f"| {m} | {cell(a)} | {cell(b)} | {delta} | {cell(agree_a)} | {cell(agree_b)} |")
+        cells = [fixed[0] or cell(a), fixed[2] or cell(b), fixed[1] or cell(agree_a), fixed[3] or cell(agree_b)]
+        means = [float(c.split()[0]) for c in cells[:2] if c != "–"]
+        delta = f"{means[1] - means[0]:+.2f}" if len(means) == 2 else "–"
+        lines.append(f"| {m} | {cells[0]} | {cells[1]} | {delta} | {cells[2]} | {cells[3]} |")
     return "\n".join(lines)
 
 
@@ -78,21 +105,10 @@ def atsc_table(root: Path) -> str:
     ]
     for label, name in rows:
         runs = summaries(root, name)
-        if not runs:
-            lines.append(f"| {label} | – | – | – | – |")
-            continue
-        last = cell([s["last_epoch_test_acc"] for s in runs])
-        best = cell([s["best_test_acc"] for s in runs])
-        t_acc, drift = [], []
-        for seed in (0, 1, 2):
-            run = root / f"{name}-s{seed}"
-            if (run / "summary.json").is_file():
-                rec = last_record(run)
-                if rec.get("teacher_test_acc"):
-                    t_acc.append(statistics.mean(rec["teacher_test_acc"]))
-                drifts = [v for k, v in rec.items() if k.endswith("_drift")]
-                if drifts:
-                    drift.append(statistics.mean(drifts))
+        last = verbatim(root, name, "last") or cell([s["last_epoch_test_acc"] for s in runs])
+        best = verbatim(root, name, "best") or cell([s["best_test_acc"] for s in runs])
+        t_acc = [s["teacher_acc_end"] for s in runs if s.get("teacher_acc_end") is not None]
+        drift = [s["drift_end"] for s in runs if s.get("drift_end") is not None]
         lines.append(f"| {label} | {last} | {best} | {cell(t_acc)} | {cell(drift) if drift else '– (frozen)'} |")
     return "\n".join(lines)
 
