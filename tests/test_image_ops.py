@@ -127,3 +127,16 @@ def test_grouped_ops_equal_the_ops_one_by_one():
         k = int(op[i])
         alone = u[i : i + 1] if k < 0 else O.OPS[O.NAMES[k]][0](u[i : i + 1], v[i : i + 1])
         assert torch.equal(grouped[i : i + 1], alone), (i, k)
+
+
+@pytest.mark.parametrize("name", ["autoaugment", "randaugment", "trivialaugment"])
+def test_policy_views_give_the_same_images_from_uint8_as_from_float(name):
+    """The training pipeline hands policy views the 8-bit crop (x_u8) to skip a conversion: same result."""
+    u = torch.randint(0, 256, (32, 3, 16, 16), generator=torch.Generator().manual_seed(4), dtype=torch.uint8)
+    view = build_view(name, {"strength": 0.7}, 16)
+    from_float = view(u.float() / 255, torch.Generator().manual_seed(7)).images
+    from_u8 = view(u.float() / 255, torch.Generator().manual_seed(7), x_u8=u).images
+    assert torch.equal(from_float, from_u8) and not torch.equal(from_u8, u.float() / 255)
+    assert torch.equal(
+        u, torch.randint(0, 256, (32, 3, 16, 16), generator=torch.Generator().manual_seed(4)).to(torch.uint8)
+    )

@@ -68,9 +68,19 @@ class StrongView(nn.Module):
     def transform(self, x: torch.Tensor, g: torch.Generator | None) -> ViewOutput:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, g: torch.Generator | None = None) -> ViewOutput:
-        """x: float (B, C, H, W) in [0, 1] → ViewOutput; samples outside `strength` keep x unchanged."""
-        out = self.transform(x, g)
+    def transform_u8(self, u: torch.Tensor, g: torch.Generator | None) -> ViewOutput | None:
+        """The view from the same images as uint8 (x = u / 255), for views that work on the 8-bit values
+        (saves a conversion); None where the view has no such path. Must not modify u."""
+        return None
+
+    def forward(
+        self, x: torch.Tensor, g: torch.Generator | None = None, x_u8: torch.Tensor | None = None
+    ) -> ViewOutput:
+        """x: float (B, C, H, W) in [0, 1] → ViewOutput; samples outside `strength` keep x unchanged.
+        x_u8: optionally the same images as uint8, used by views with a `transform_u8` path."""
+        out = self.transform_u8(x_u8, g) if x_u8 is not None else None
+        if out is None:
+            out = self.transform(x, g)
         s = self.params.strength
         if s >= 1.0 or out.images.shape[0] != x.shape[0]:
             return out

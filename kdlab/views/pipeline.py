@@ -10,7 +10,7 @@ from torch import nn
 
 from kdlab.views.base import MixInfo, StrongView
 from kdlab.views.pick import CutMixPick, pick_top
-from kdlab.views.standard import Normalize
+from kdlab.views.standard import Normalize, StandardView, to_unit
 
 # scorer(candidates normalised (P, C, H, W)) → (scores (P,), teacher logits on them [per teacher] or None)
 Scorer = Callable[[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor] | None]]
@@ -52,7 +52,9 @@ class ViewPipeline(nn.Module):
         scorer: Scorer | None = None,
         memory_format: torch.memory_format = torch.contiguous_format,
     ) -> TrainBatch:
-        x01 = self.standard(images, g)
+        # the 8-bit standard view, where there is one, lets policy views skip a float → uint8 conversion
+        u8 = self.standard.forward_u8(images, g) if isinstance(self.standard, StandardView) else None
+        x01 = to_unit(u8) if u8 is not None else self.standard(images, g)
         batch = TrainBatch(self.normalize(x01).contiguous(memory_format=memory_format), labels, index)
         if self.strong is None:
             return batch
@@ -68,7 +70,7 @@ class ViewPipeline(nn.Module):
             batch.mix = pool.mix.select(keep) if pool.mix is not None else None
             batch.teacher_strong = [t[keep] for t in teacher_logits] if teacher_logits is not None else None
             return batch
-        out = self.strong(x01, g)
+        out = self.strong(x01, g, x_u8=u8)
         batch.x_strong = self.normalize(out.images).contiguous(memory_format=memory_format)
         batch.mix = out.mix
         return batch

@@ -51,9 +51,15 @@ class _PolicyView(StrongView):
     def _branches(self) -> list[nn.Module]:
         return list(self.kornia.children())
 
+    def transform_u8(self, u: torch.Tensor, g: torch.Generator | None) -> ViewOutput | None:
+        if self.fused is None:
+            return None
+        return ViewOutput(self.fused.run(u.clone(), g, self.params.per_batch_compat).to(torch.float32).div_(255))
+
     def transform(self, x: torch.Tensor, g: torch.Generator | None) -> ViewOutput:
         if self.fused is not None:
-            return ViewOutput(self.fused(x, g, self.params.per_batch_compat).clamp_(0, 1))
+            out = self.fused.run(to_u8(x), g, self.params.per_batch_compat)
+            return ViewOutput(out.to(x.dtype).div_(255))
         branches = self._branches()
         b, c = x.shape[:2]
         # kornia's colour ops need RGB: grey images go through as three equal channels and come back as
@@ -94,18 +100,18 @@ class FusedPolicy:
         self.prob = torch.tensor([[r[1] for r in sub] for sub in rows])
         self.value = torch.tensor([[r[2] for r in sub] for sub in rows])
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
-        b, dev = x.shape[0], x.device
+    def run(self, u: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
+        """Apply the policy to uint8 images u (B, C, H, W) in place; returns u."""
+        b, dev = u.shape[0], u.device
         n = 1 if per_batch else b
         choice = torch.randint(0, len(self.op), (n,), generator=g, device=dev).expand(b).cpu()
         draws = torch.rand(2, 2, n, generator=g, device=dev).expand(2, 2, b).cpu()  # (slot, gate|sign, sample)
-        u = to_u8(x)
         for slot in range(2):
             op = self.op[choice, slot]
             value = signed_values(op, self.value[choice, slot], draws[slot, 1])
             gated = torch.where(draws[slot, 0] < self.prob[choice, slot], op, -1)
             image_ops.apply_grouped(u, gated, value)
-        return u.to(x.dtype).div_(255)
+        return u
 
 
 class FusedRandom:
@@ -121,10 +127,10 @@ class FusedRandom:
         self.op_index = torch.tensor([image_ops.NAMES.index(name) for name in self.ops])
         self.n, self.m = n, m
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
-        b, dev = x.shape[0], x.device
+    def run(self, u: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
+        """Apply the policy to uint8 images u (B, C, H, W) in place; returns u."""
+        b, dev = u.shape[0], u.device
         k = 1 if per_batch else b
-        u = to_u8(x)
         for _ in range(self.n):
             pick = torch.randint(0, len(self.ops) + 1, (k,), generator=g, device=dev).expand(b).cpu() - 1
             bins = torch.randint(0, 31, (k,), generator=g, device=dev).expand(b).cpu()
@@ -135,7 +141,7 @@ class FusedRandom:
             op = torch.where(pick >= 0, self.op_index[safe], -1)
             value = signed_values(op, self.table[safe, bins], sign)
             image_ops.apply_grouped(u, op, value)
-        return u.to(x.dtype).div_(255)
+        return u
 
 
 @dataclass
