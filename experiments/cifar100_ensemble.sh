@@ -2,7 +2,8 @@
 # Issue 6 evidence (paper C) on CIFAR-100 (JPEG), sized for 2 CPU cores, with `kdlab sweep`:
 #   1. two resnet20 teachers (seeds 0, 1) under weak and under strong augmentation (100 images/class, 15 epochs);
 #   2. resnet8 students distilled from the two weak or the two strong teachers (mean of per-teacher KD),
-#      each under weak and strong augmentation, seeds 0 and 1, analysed (fidelity, MI, IoU, ECE, gap);
+#      each under weak and strong augmentation, seeds STUDENT_SEEDS (default "0,1"), analysed (fidelity, MI,
+#      IoU, ECE, gap);
 #   3. paper C's control: strong teachers → strong student with direct logit matching (method.mse_weight=0.1)
 #      and with a 5× KD weight (compare with the strong/strong cell of step 2); CONTROL_SEEDS (default "0,1").
 # Teachers are evaluated every 5 epochs (the last epoch always), which changes nothing in their training.
@@ -14,6 +15,7 @@ OUT=${1:-runs/c100-ens}
 JOBS=${2:-2}
 KD=".venv/bin/kdlab"
 read -r -a EXTRA_ARGS <<< "${EXTRA:-}"
+STUDENT_SEEDS=${STUDENT_SEEDS:-0,1}
 CONTROL_SEEDS=${CONTROL_SEEDS:-0,1}
 sweep() {  # sweep DIR args…: start, or resume a sweep that exists
   local dir=$1; shift
@@ -25,7 +27,7 @@ sweep $OUT/teachers --config configs/cifar100/small/ensemble_teacher_resnet20.ya
 for aug in weak strong; do
   T="teachers=[{name: resnet20, checkpoint: $OUT/teachers/standard-${aug}_seed-0}, {name: resnet20, checkpoint: $OUT/teachers/standard-${aug}_seed-1}]"
   sweep $OUT/students-$aug-teachers --config configs/cifar100/small/ensemble_student_resnet8.yaml \
-    --grid 'views.standard=[weak,strong] seed=[0,1]' "$T"
+    --grid "views.standard=[weak,strong] seed=[$STUDENT_SEEDS]" "$T"
 done
 T="teachers=[{name: resnet20, checkpoint: $OUT/teachers/standard-strong_seed-0}, {name: resnet20, checkpoint: $OUT/teachers/standard-strong_seed-1}]"
 sweep $OUT/control-logit-matching --config configs/cifar100/small/ensemble_student_resnet8.yaml \
