@@ -283,27 +283,27 @@ def apply_grouped(u: torch.Tensor, op: torch.Tensor, v: torch.Tensor) -> torch.T
     n, c, h, w = u.shape
     # Samples move as whole rows; a uint8 row read as int64 words moves 8× fewer elements (same bytes).
     wide = u.is_contiguous() and (c * h * w) % 8 == 0
-    rows = u.view(n, -1).view(torch.int64) if wide else u
+    words = u.view(n, -1).view(torch.int64) if wide else u
 
     def group(ops: range, fn: Op) -> None:
         a, b = bounds[ops.start], bounds[ops.stop]
         if b > a:
             idx = order_dev[a:b]
-            sub = rows.index_select(0, idx)
+            sub = words.index_select(0, idx)
             out = fn(sub.view(torch.uint8).view(b - a, c, h, w) if wide else sub, order[a:b])
-            rows.index_copy_(0, idx, out.contiguous().view(b - a, -1).view(torch.int64) if wide else out)
+            words.index_copy_(0, idx, out.contiguous().view(b - a, -1).view(torch.int64) if wide else out)
 
-    def tables(sub: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def tables(sub: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
         lut = torch.empty(len(sub), sub.shape[1], 256, dtype=torch.uint8, device=sub.device)
         first = bounds[TABLES.start]
         for k, build in zip(TABLES, _TABLE_BUILDERS):
             a, b = bounds[k] - first, bounds[k + 1] - first
             if b > a:
-                lut[a:b] = build(sub[a:b], v[rows[a:b]])
+                lut[a:b] = build(sub[a:b], v[members[a:b]])
         return apply_lut(sub, lut)
 
-    group(GEOMETRIC, lambda sub, rows: geometric(sub, op[rows], v[rows]))
-    group(range(5, 6), lambda sub, rows: color(sub, v[rows]))
-    group(range(6, 7), lambda sub, rows: sharpness(sub, v[rows]))
+    group(GEOMETRIC, lambda sub, members: geometric(sub, op[members], v[members]))
+    group(range(5, 6), lambda sub, members: color(sub, v[members]))
+    group(range(6, 7), lambda sub, members: sharpness(sub, v[members]))
     group(TABLES, tables)
     return u
