@@ -11,6 +11,7 @@ as mean ± std, those cells verbatim (`cells`)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 METHODS = ["kd", "dkd", "dist", "fitnet", "at", "sp", "rkd", "pkt", "vid", "crd", "simkd", "atsc"]
 
 
+@functools.cache
 def earlier(root: Path) -> dict:
     f = root / "earlier.json"
     return json.loads(f.read_text()) if f.is_file() else {"runs": {}, "cells": {}}

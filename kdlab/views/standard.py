@@ -111,23 +111,24 @@ class StandardView(nn.Module):
                 ops.append(_ViewAsOp(Cutout(CutoutParams(size=max(1, round(16 * image_size / 224))), image_size)))
             self.ops = nn.Sequential(*ops)
 
+    def _pixel_view(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor | None:
+        """The view where it only moves pixels (`crop_flip`, `none`, eval mode), in the input's dtype; None for
+        the `weak`/`strong` presets in training."""
+        if not self.training or self.kind == "none":
+            return images
+        if self.kind == "crop_flip":
+            return random_crop_flip(images, self.padding, self.flip, generator)
+        return None
+
     def forward_u8(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
         """The view as uint8 (B, C, H, W) where it stays on the 8-bit values (`crop_flip`, `none`, eval mode) and
         the input is uint8; None otherwise. forward() is to_unit() of it, drawing the same random numbers."""
-        if images.dtype != torch.uint8 or (self.kind in ("weak", "strong") and self.training):
-            return None
-        if not self.training or self.kind == "none":
-            return images
-        return random_crop_flip(images, self.padding, self.flip, generator)
+        return self._pixel_view(images, generator) if images.dtype == torch.uint8 else None
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        u8 = self.forward_u8(images, generator)
-        if u8 is not None:
-            return to_unit(u8)
-        if not self.training or self.kind == "none":
-            return to_unit(images)
-        if self.kind == "crop_flip":
-            return to_unit(random_crop_flip(images, self.padding, self.flip, generator))
+        moved = self._pixel_view(images, generator)
+        if moved is not None:
+            return to_unit(moved)
         assert self.ops is not None
         return self.ops(to_unit(images)).clamp_(0, 1)
 
