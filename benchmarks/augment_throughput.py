@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import pillow_reference as ref
 
+from kdlab.engine.memory import retain_freed_memory
 from kdlab.views import StandardView, build_view
 from kdlab.views.standard import to_unit
 
@@ -154,15 +155,19 @@ def main() -> None:
     ap.add_argument("--pick-steps", type=int, default=20, help="0 skips the CutMixPick overhead table")
     ap.add_argument("--repeats", type=int, default=5, help="passes per column, interleaved; the best is shown")
     ap.add_argument("--views", default="crop_flip,cutout,mixup,cutmix,autoaugment,randaugment,trivialaugment")
+    ap.add_argument("--no-retain-memory", action="store_true", help="leave glibc's malloc thresholds as they are")
     args = ap.parse_args()
     views = args.views.split(",")
+    # as a kdlab run does (engine.retain_memory); set before the DataLoader forks, so its workers have it too
+    retained = not args.no_retain_memory and retain_freed_memory()
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
     u8 = torch.randint(0, 256, (args.batches, args.batch, 3, 32, 32), dtype=torch.uint8)
     np_batches = [b.numpy() for b in u8]
     torch_batches = list(u8)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.batches} batches")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.batches} batches,"
+          f" freed memory retained: {retained}")  # fmt: skip
     all_images = u8.reshape(-1, 3, 32, 32).numpy()
     print("| view (on top of crop+flip) | Pillow, 1 process (img/s) | DataLoader, 2 workers (img/s) "
           "| kdlab batched (img/s) | kdlab / Pillow | kdlab / DataLoader |")  # fmt: skip

@@ -105,6 +105,9 @@ class EngineConfig:
     eval_every: int = 1  # epochs between test evaluations (the last epoch is always evaluated)
     progress: bool = True
     threads: int | None = None  # torch intra-op threads; None leaves PyTorch's default
+    # glibc malloc keeps freed memory mapped instead of re-faulting fresh pages every step (engine/memory.py;
+    # AutoAugment pipeline 46k → 59k img/s in docs/benchmarks.md); the resident size stays at its peak
+    retain_memory: bool = True
     # A non-finite loss: `stop` (default; checked once per log interval, no per-step sync) names the step and
     # term and stops with the last good checkpoint kept; `skip` drops that step's update and goes on (one host
     # sync per step), logging skipped_steps per epoch and stopping if a whole epoch is non-finite.

@@ -33,6 +33,7 @@ from kdlab.config import (
 from kdlab.data import ImageDataset, load_dataset
 from kdlab.engine import Trainer
 from kdlab.engine.distributed import check_distributed_config, init_distributed
+from kdlab.engine.memory import retain_freed_memory
 from kdlab.errors import ConfigError, KdlabError, ModelError
 from kdlab.methods import Distiller, Teacher, build_method
 from kdlab.methods.base import resolve_method_params
@@ -97,6 +98,8 @@ def build_run(cfg: RunConfig) -> Run:
     resolve_method_params(cfg.method)  # unknown method keys fail before any data is read
     if cfg.engine.threads:
         torch.set_num_threads(cfg.engine.threads)
+    if cfg.engine.retain_memory:
+        retain_freed_memory()
     device = resolve_device(cfg.engine.device)
     d = cfg.data
     data = load_dataset(

@@ -130,6 +130,17 @@ def test_grouped_ops_equal_the_ops_one_by_one():
 
 
 @pytest.mark.parametrize("name", ["autoaugment", "randaugment", "trivialaugment"])
+def test_precomputed_resampling_maps_give_the_images_of_maps_built_per_batch(name):
+    u = torch.randint(0, 256, (96, 3, 16, 16), generator=torch.Generator().manual_seed(8), dtype=torch.uint8)
+    view = build_view(name, {}, 16)
+    assert view.fused.maps is not None
+    looked_up = view.fused.run(u.clone(), torch.Generator().manual_seed(9), False)
+    view.fused.maps = None
+    built = view.fused.run(u.clone(), torch.Generator().manual_seed(9), False)
+    assert torch.equal(looked_up, built) and not torch.equal(built, u)
+
+
+@pytest.mark.parametrize("name", ["autoaugment", "randaugment", "trivialaugment"])
 def test_policy_views_give_the_same_images_from_uint8_as_from_float(name):
     """The training pipeline hands policy views the 8-bit crop (x_u8) to skip a conversion: same result."""
     u = torch.randint(0, 256, (32, 3, 16, 16), generator=torch.Generator().manual_seed(4), dtype=torch.uint8)

@@ -99,6 +99,12 @@ class FusedPolicy:
         self.op = torch.tensor([[r[0] for r in sub] for sub in rows])
         self.prob = torch.tensor([[r[1] for r in sub] for sub in rows])
         self.value = torch.tensor([[r[2] for r in sub] for sub in rows])
+        # every (sub-policy, slot, sign)'s resampling map, entry (s·2 + slot)·2 + negative; kept to 2²⁴ indices
+        # (64 MB), else built per batch
+        self.maps = None
+        if self.op.numel() * 2 * image_size**2 <= 2**24:
+            signed = (self.value.unsqueeze(-1) * torch.tensor([1.0, -1.0])).view(-1)
+            self.maps = image_ops.AffineMaps(self.op.repeat_interleave(2), signed, size)
 
     def run(self, u: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
         """Apply the policy to uint8 images u (B, C, H, W) in place; returns u."""
@@ -110,7 +116,8 @@ class FusedPolicy:
             op = self.op[choice, slot]
             value = signed_values(op, self.value[choice, slot], draws[slot, 1])
             gated = torch.where(draws[slot, 0] < self.prob[choice, slot], op, -1)
-            image_ops.apply_grouped(u, gated, value)
+            map_id = (choice * 2 + slot) * 2 + (value < 0).long()
+            image_ops.apply_grouped(u, gated, value, None if self.maps is None else (self.maps, map_id))
         return u
 
 
@@ -126,6 +133,15 @@ class FusedRandom:
         )
         self.op_index = torch.tensor([image_ops.NAMES.index(name) for name in self.ops])
         self.n, self.m = n, m
+        # the geometric ops (the first five of the space) at every usable bin and sign: entry (op·B + bin)·2 +
+        # negative, B the bins in use (one when m is fixed); kept to 2²⁴ indices (64 MB), else built per batch
+        self.bins = [m] if m is not None else list(range(31))
+        geo = len(image_ops.GEOMETRIC)
+        self.maps = None
+        if geo * len(self.bins) * 2 * image_size**2 <= 2**24:
+            op = self.op_index[:geo].repeat_interleave(len(self.bins) * 2)
+            value = (self.table[:geo, self.bins].unsqueeze(-1) * torch.tensor([1.0, -1.0])).reshape(-1)
+            self.maps = image_ops.AffineMaps(op, value, (image_size, image_size))
 
     def run(self, u: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
         """Apply the policy to uint8 images u (B, C, H, W) in place; returns u."""
@@ -140,7 +156,12 @@ class FusedRandom:
             safe = pick.clamp_min(0)
             op = torch.where(pick >= 0, self.op_index[safe], -1)
             value = signed_values(op, self.table[safe, bins], sign)
-            image_ops.apply_grouped(u, op, value)
+            maps = None
+            if self.maps is not None:
+                slot = bins if self.m is None else torch.zeros_like(bins)
+                map_id = ((safe * len(self.bins) + slot) * 2 + (value < 0).long()).clamp_max(len(self.maps.table) - 1)
+                maps = (self.maps, map_id)
+            image_ops.apply_grouped(u, op, value, maps)
         return u
 
 
