@@ -138,6 +138,8 @@ def test_precomputed_resampling_maps_give_the_images_of_maps_built_per_batch(nam
     view.fused.maps = None
     built = view.fused.run(u.clone(), torch.Generator().manual_seed(9), False)
     assert torch.equal(looked_up, built) and not torch.equal(built, u)
+    other = build_view(name, {}, 16).fused.run(u[:, :, :12, :12].clone(), torch.Generator().manual_seed(9), False)
+    assert other.shape == (96, 3, 12, 12)  # maps made for 16 px are not used on 12 px images
 
 
 @pytest.mark.parametrize("name", ["autoaugment", "randaugment", "trivialaugment"])

@@ -297,6 +297,7 @@ class AffineMaps:
         """op, v (K,): entries with op outside 0…4 get the identity map; size (H, W)."""
         geo = (op >= 0) & (op < 5)
         matrices = geometric_matrices(torch.where(geo, op, 2), torch.where(geo, v, 0.0), size)
+        self.size = size
         self.table = affine_index(matrices, size).to(torch.int32)  # (K, H·W): int32 halves the memory
         self._on: dict[torch.device, torch.Tensor] = {}
 
@@ -346,7 +347,7 @@ def apply_grouped(
         return apply_lut(sub, lut)
 
     def resampled(sub: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-        if maps is None:
+        if maps is None or maps[0].size != (h, w):  # images of another size than the table's: build them
             return geometric(sub, op[members], v[members])
         return resample(sub, maps[0].rows(maps[1][members], sub.device))
 
