@@ -60,6 +60,27 @@ def test_op_equals_pillow_exactly(images, name, ours, ref):
     assert out.dtype == torch.uint8 and torch.equal(out, _pil(arr, ref))
 
 
+@pytest.mark.parametrize("name", ["color", "sharpness"])
+def test_blend_ops_write_in_place_as_they_return(images, name):
+    """apply_grouped has color and sharpness write into the sorted batch (out=u): same bytes as a new tensor."""
+    _, u = images
+    fn, f = O.OPS[name][0], _full(1.7)
+    expected = fn(u, f)
+    inplace = u.clone()
+    assert fn(inplace, f, out=inplace) is inplace and torch.equal(inplace, expected)
+    other = torch.zeros_like(u)
+    assert torch.equal(fn(u, f, out=other), expected) and not torch.equal(expected, u)
+
+
+def test_sharpness_of_images_without_an_interior_is_pillows_identity():
+    arr = np.random.default_rng(2).integers(0, 256, (3, 2, 5, 3), dtype=np.uint8)  # 2 × 5 px
+    u = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+    ref = torch.from_numpy(np.stack([np.asarray(ImageEnhance.Sharpness(Image.fromarray(a)).enhance(1.8)) for a in arr]))
+    assert torch.equal(O.sharpness(u, torch.full((3,), 1.8)), ref.permute(0, 3, 1, 2)) and torch.equal(
+        ref, torch.from_numpy(arr)
+    )
+
+
 def test_rotate_matches_pillow_but_for_ties(images):
     arr, u = images
     diff = (O.rotate(u, _full(20.0)).int() - _pil(arr, lambda i: i.rotate(20, fillcolor=(128, 128, 128))).int()).abs()
@@ -130,12 +151,12 @@ def test_grouped_ops_equal_the_ops_one_by_one():
 
 
 @pytest.mark.parametrize("name", ["autoaugment", "randaugment", "trivialaugment"])
-def test_precomputed_resampling_maps_give_the_images_of_maps_built_per_batch(name):
+def test_precomputed_tables_and_maps_give_the_images_of_those_built_per_batch(name):
     u = torch.randint(0, 256, (96, 3, 16, 16), generator=torch.Generator().manual_seed(8), dtype=torch.uint8)
     view = build_view(name, {}, 16)
-    assert view.fused.maps is not None
+    assert view.fused.pre is not None and view.fused.pre.maps is not None
     looked_up = view.fused.run(u.clone(), torch.Generator().manual_seed(9), False)
-    view.fused.maps = None
+    view.fused.pre = None
     built = view.fused.run(u.clone(), torch.Generator().manual_seed(9), False)
     assert torch.equal(looked_up, built) and not torch.equal(built, u)
     other = build_view(name, {}, 16).fused.run(u[:, :, :12, :12].clone(), torch.Generator().manual_seed(9), False)

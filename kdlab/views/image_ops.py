@@ -21,41 +21,73 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-_LUMA = torch.tensor([19595, 38470, 7471], dtype=torch.int32).view(1, 3, 1, 1)
+# convert("L")'s weights over 2¹⁶: every product with an 8-bit value and every partial sum (+ ½) is a multiple
+# of 2⁻¹⁶ below 256, so float32 holds them exactly and the floor below is Pillow's integer shift
+_LUMA = torch.tensor([19595, 38470, 7471], dtype=torch.float32).div_(65536).view(1, 3, 1, 1)
+_CONSTANTS: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+
+def _const(name: str, device: torch.device) -> torch.Tensor:
+    """Per-device constants: "levels" the 256 8-bit values as float32 (256,), "luma" (1, 3, 1, 1) float32,
+    "one" a float64 scalar."""
+    if device not in _CONSTANTS:
+        _CONSTANTS[device] = {
+            "levels": torch.arange(256, dtype=torch.float32, device=device),
+            "luma": _LUMA.to(device),
+            "one": torch.ones((), dtype=torch.float64, device=device),
+        }
+    return _CONSTANTS[device][name]
 
 
 def _levels(device: torch.device) -> torch.Tensor:
-    """The 256 8-bit values as float32, (256,)."""
-    return torch.arange(256, dtype=torch.float32, device=device)
+    """The 256 8-bit values as float32, (256,) (shared: do not modify)."""
+    return _const("levels", device)
 
 
-def _grey(u: torch.Tensor) -> torch.Tensor:
-    """Pillow's convert("L"): (19595·R + 38470·G + 7471·B + 2¹⁵) >> 16, int32 (N, 1, H, W)."""
-    if u.shape[1] == 1:
-        return u.to(torch.int32)
-    weighted = (u.to(torch.int32) * _LUMA.to(u.device)).sum(1, keepdim=True, dtype=torch.int32)
-    return weighted.add_(32768).bitwise_right_shift_(16)
+def _to_u8(x: torch.Tensor) -> torch.Tensor:
+    """Float values in [0, 255] truncated to uint8. Through int32: the direct float → uint8 conversion is ~3×
+    slower on CPUs."""
+    return x.to(torch.int32).to(torch.uint8)
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """Pillow's convert("L") of 8-bit values given as float32 x (N, C, H, W): (19595·R + 38470·G + 7471·B + 2¹⁵)
+    >> 16, exact, float32 (N, 1, H, W); a one-channel x is its own grey."""
+    if x.shape[1] == 1:
+        return x
+    return (x * _const("luma", x.device)).sum(1, keepdim=True).add_(0.5).floor_()
 
 
 def _blend(degenerate: torch.Tensor, image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """Pillow's Image.blend(degenerate, image, α) on 8-bit values given as float32 tensors (broadcastable, the
-    leading dim N): trunc(d + α·(u − d)) clipped to 0…255, evaluated in float32 in Pillow's order. factor (N,)."""
-    alpha = factor.to(image.device, torch.float32).view(-1, *([1] * (image.dim() - 1)))
-    return (degenerate + alpha * (image - degenerate)).clamp_(0, 255).floor_()
+    leading dim N): d + α·(u − d) clipped to 0…255, evaluated in float32 in Pillow's order, not yet truncated
+    (the uint8 conversion truncates, as Pillow's). factor (N,)."""
+    diff = image - degenerate
+    if factor.device != diff.device or factor.dtype != torch.float32:
+        factor = factor.to(diff.device, torch.float32)
+    alpha = factor.view(-1, *([1] * (diff.dim() - 1)))
+    return diff.mul_(alpha).add_(degenerate).clamp_(0, 255)
 
 
-def apply_lut(u: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
-    """out[n, c, y, x] = lut[n, c, u[n, c, y, x]]: u uint8 (N, C, H, W), lut (N, C or 1, 256) of 8-bit values."""
+def apply_lut(u: torch.Tensor, lut: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """out[n, c, y, x] = lut[n, c, u[n, c, y, x]]: u uint8 (N, C, H, W), lut (N, C or 1, 256) of values in 0…255
+    (a float lut is truncated); out: a contiguous uint8 (N, C, H, W) to write into (u itself may be it), else a
+    new tensor."""
     n, c, h, w = u.shape
-    table = lut.to(torch.uint8).expand(n, c, 256)
-    return table.gather(2, u.view(n, c, h * w).to(torch.int64)).view(n, c, h, w)
+    table = (lut if lut.dtype == torch.uint8 else _to_u8(lut)).expand(n, c, 256)
+    index = u.reshape(n, c, h * w).to(torch.int64)
+    if out is None:
+        return table.gather(2, index).view(n, c, h, w)
+    torch.gather(table, 2, index, out=out.view(n, c, h * w))
+    return out
 
 
 def _contrast_lut(u: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     # ImageEnhance.Contrast: blend with a flat image of int(mean of the grey image + 0.5)
     h, w = u.shape[-2:]
-    mean = (_grey(u).sum((1, 2, 3), dtype=torch.float64) / (h * w) + 0.5).floor_()
-    return _blend(mean.to(torch.float32).view(-1, 1, 1), _levels(u.device).view(1, 1, 256), factor)
+    total = _grey(u.to(torch.float32)).sum((1, 2, 3), dtype=torch.float64)
+    mean = total.div_(h * w).add_(0.5).floor_().to(torch.float32).view(-1, 1, 1)
+    return _blend(mean, _levels(u.device), factor)
 
 
 def _brightness_lut(u: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -81,12 +113,11 @@ def _invert_lut(u: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
 
 def _auto_contrast_lut(u: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
     # ImageOps.autocontrast (cutoff 0): each channel's range stretched to 0…255, rounded; a one-level channel stays
-    lo = u.amin((2, 3)).to(torch.float32).unsqueeze(2)  # (N, C, 1)
-    hi = u.amax((2, 3)).to(torch.float32).unsqueeze(2)
-    flat = hi <= lo
-    scale = torch.where(flat, 1.0, 255 / (hi - lo).clamp_min(1))
-    lo = torch.where(flat, 0.0, lo)
-    return ((_levels(u.device) - lo) * scale).round_().clamp_(0, 255)
+    flat = u.view(*u.shape[:2], -1)
+    lo, hi = flat.amin(2, keepdim=True), flat.amax(2, keepdim=True)  # (N, C, 1)
+    levels = _levels(u.device)
+    lut = (levels - lo).mul_(255 / (hi - lo).to(torch.float32)).round_().clamp_(0, 255)  # one level: ÷0, replaced
+    return torch.where(hi > lo, lut, levels)
 
 
 def _equalize_lut(u: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
@@ -94,15 +125,15 @@ def _equalize_lut(u: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
     # lut[i] = (cumsum before i + step // 2) // step; a channel with step 0 stays as it is. In float64: the
     # counts are exact and a floored quotient of integers < 2²⁴ is exact.
     n, c, h, w = u.shape
-    flat = u.reshape(n * c, h * w)
-    v = flat.to(torch.int64)
-    one = torch.ones((), dtype=torch.float64, device=u.device).expand(v.shape)
-    hist = torch.zeros(n * c, 256, dtype=torch.float64, device=u.device).scatter_add_(1, v, one)
-    last = hist.gather(1, flat.amax(1, keepdim=True).to(torch.int64))
-    step = (h * w - last).div_(255).floor_()
-    before = hist.cumsum(1).sub_(hist)
-    lut = before.add_((step / 2).floor_()).div_(step.clamp_min(1)).floor_().clamp_(max=255)
-    return torch.where(step > 0, lut, _levels(u.device)).view(n, c, 256)
+    flat = u.view(n * c, h * w)
+    index = flat.to(torch.int64)
+    hist = torch.zeros(n * c, 256, dtype=torch.float64, device=u.device)
+    hist.scatter_add_(1, index, _const("one", u.device).expand(n * c, h * w))
+    step = (h * w - hist.gather(1, flat.amax(1, keepdim=True).to(torch.int64))).div_(255).floor_()  # (N·C, 1)
+    before = hist.cumsum(1).sub_(hist).add_(step.div(2).floor_())
+    # step 0: the identity (levels ÷ 1); values past 255 only where no pixel is, but they must fit the uint8 table
+    lut = torch.where(step > 0, before, _levels(u.device)).div_(step.clamp_min(1)).floor_().clamp_(max=255)
+    return lut.view(n, c, 256)
 
 
 Op = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -125,21 +156,37 @@ equalize = _table_op(_equalize_lut, "ImageOps.equalize per channel (v unused).")
 invert = _table_op(_invert_lut, "ImageOps.invert (v unused).")
 
 
-def color(u: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """ImageEnhance.Color by factor (N,): blend with the grey image."""
-    return _blend(_grey(u).to(torch.float32), u.to(torch.float32), factor).to(torch.uint8)
-
-
-def sharpness(u: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """ImageEnhance.Sharpness by factor (N,): blend with the SMOOTH-filtered image ([[1,1,1],[1,5,1],[1,1,1]] / 13,
-    rounded; the border pixels are the original ones)."""
+def color(u: torch.Tensor, factor: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """ImageEnhance.Color by factor (N,): blend with the grey image. out: a uint8 tensor of u's shape to write
+    into (u itself may be it), else a new tensor."""
     x = u.to(torch.float32)
-    # the 3×3 box is separable: row sums, then column sums, plus 4 × the centre (exact integers in float32)
-    rows = x[..., :, :-2] + x[..., :, 1:-1] + x[..., :, 2:]
-    total = (rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]).add_(x[..., 1:-1, 1:-1], alpha=4)
-    degenerate = x.clone()
-    degenerate[..., 1:-1, 1:-1] = total.mul_(2).add_(13).div_(26).floor_()  # floor(total / 13 + ½)
-    return _blend(degenerate, x, factor).to(torch.uint8)
+    blended = _blend(_grey(x), x, factor).to(torch.int32)  # truncated; int32 → uint8 is the fast conversion
+    return blended.to(torch.uint8) if out is None else out.copy_(blended)
+
+
+def sharpness(u: torch.Tensor, factor: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """ImageEnhance.Sharpness by factor (N,): blend with the SMOOTH-filtered image ([[1,1,1],[1,5,1],[1,1,1]] / 13,
+    rounded; the border pixels are the original ones, so they come out unchanged). out: a uint8 tensor of u's
+    shape to write into (u itself may be it), else a new tensor."""
+    h, w = u.shape[-2:]
+    if h < 3 or w < 3:  # no interior: every pixel is a border pixel
+        return u.clone() if out is None else out.copy_(u)
+    x = u.to(torch.float32)
+    # the 3×3 box is separable: row sums, then column sums, plus 4 × the centre (exact integers in float32);
+    # narrow, not x[..., a:b], which costs more than the addition on small images
+    rows = x.narrow(3, 0, w - 2) + x.narrow(3, 1, w - 2)
+    rows += x.narrow(3, 2, w - 2)
+    inner = x.narrow(2, 1, h - 2).narrow(3, 1, w - 2)
+    total = rows.narrow(2, 0, h - 2) + rows.narrow(2, 1, h - 2)
+    total += rows.narrow(2, 2, h - 2)
+    smooth = total.add_(inner, alpha=4).add_(6.5).div_(13).floor_()  # floor(total / 13 + ½)
+    blended = _blend(smooth, inner, factor).to(torch.int32)  # truncated
+    if out is None:
+        out = u.clone()
+    elif out is not u:
+        out.copy_(u)
+    out.narrow(2, 1, h - 2).narrow(3, 1, w - 2).copy_(blended)
+    return out
 
 
 def affine_index(matrices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -160,12 +207,17 @@ def affine_index(matrices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return px.add_(py, alpha=w + 2).to(torch.int64).view(n, h * w)
 
 
-def resample(u: torch.Tensor, index: torch.Tensor, fill: int = 128) -> torch.Tensor:
+def resample(u: torch.Tensor, index: torch.Tensor, fill: int = 128, out: torch.Tensor | None = None) -> torch.Tensor:
     """out[n, c].flat[p] = framed(u)[n, c].flat[index[n, p]]: u uint8 (N, C, H, W), index (N, H·W) from
-    affine_index, framed(u) = u in a one-pixel frame of `fill`."""
+    affine_index, framed(u) = u in a one-pixel frame of `fill`; out: a contiguous uint8 (N, C, H, W) to write
+    into (u itself may be it), else a new tensor."""
     n, c, h, w = u.shape
     framed = F.pad(u, (1, 1, 1, 1), value=fill).view(n, c, (h + 2) * (w + 2))
-    return framed.gather(2, index.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
+    index = index.view(n, 1, h * w).expand(n, c, h * w)
+    if out is None:
+        return framed.gather(2, index).view(n, c, h, w)
+    torch.gather(framed, 2, index, out=out.view(n, c, h * w))
+    return out
 
 
 def affine(u: torch.Tensor, matrices: torch.Tensor, fill: int = 128) -> torch.Tensor:
@@ -209,6 +261,7 @@ OPS = {
 }
 GEOMETRIC = range(0, 5)
 TABLES = range(7, 14)  # contrast … invert: lookup tables, built per sample and applied in one gather
+STATIC_TABLES = (8, 9, 10, 13)  # brightness, posterize, solarize, invert: the tables that ignore the image
 _TABLE_BUILDERS = [_contrast_lut, _brightness_lut, _posterize_lut, _solarize_lut, _auto_contrast_lut, _equalize_lut,
                    _invert_lut]  # fmt: skip
 FACTOR_OPS = ("color", "contrast", "sharpness", "brightness")
@@ -288,71 +341,114 @@ def geometric(x: torch.Tensor, op: torch.Tensor, v: torch.Tensor) -> torch.Tenso
     return affine(x, geometric_matrices(op, v, (x.shape[-2], x.shape[-1])))
 
 
-class AffineMaps:
-    """The resampling indices (affine_index) of a fixed table of K geometric (op, parameter) pairs, computed
-    once: a policy whose magnitudes are discrete looks its samples' maps up instead of rebuilding them per batch
-    (a batch of 128 spends ≈ 0.2 ms on building them on a CPU)."""
+class PrecomputedOps:
+    """What a fixed table of K (op, parameter) entries needs that does not depend on the image, computed once:
+    a policy whose magnitudes are discrete looks its samples' entries up instead of rebuilding per batch.
+    - luts (K, 256) uint8: the lookup table of every image-independent table op (brightness, posterize,
+      solarize, invert), the identity for the other entries;
+    - maps (G, H·W) int32 or None: the resampling indices (affine_index) of the G geometric entries, entry k's
+      row map_row[k]; None when G·H·W > 2²⁴ (64 MB), the geometric ops then build theirs per batch (a batch of
+      128 spends ≈ 0.2 ms on that on a CPU)."""
 
     def __init__(self, op: torch.Tensor, v: torch.Tensor, size: tuple[int, int]):
-        """op, v (K,): entries with op outside 0…4 get the identity map; size (H, W)."""
-        geo = (op >= 0) & (op < 5)
-        matrices = geometric_matrices(torch.where(geo, op, 2), torch.where(geo, v, 0.0), size)
+        """op, v (K,): op indexes NAMES (entries with op < 0 get identities); size (H, W) of the images the
+        maps are for."""
         self.size = size
-        self.table = affine_index(matrices, size).to(torch.int32)  # (K, H·W): int32 halves the memory
-        self._on: dict[torch.device, torch.Tensor] = {}
+        self.luts = torch.arange(256, dtype=torch.uint8).repeat(len(op), 1)
+        for k in STATIC_TABLES:
+            rows = (op == k).nonzero().view(-1)
+            if len(rows):
+                dummy = torch.empty(len(rows), 1, 1, 1, dtype=torch.uint8)
+                self.luts[rows] = _to_u8(_TABLE_BUILDERS[k - TABLES.start](dummy, v[rows]).view(-1, 256))
+        geo = ((op >= 0) & (op < 5)).numpy()
+        self.map_row = np.where(geo, np.cumsum(geo) - 1, -1)
+        self.maps = None
+        if geo.sum() * size[0] * size[1] <= 2**24:
+            matrices = geometric_matrices(op[geo], v[geo], size)
+            self.maps = affine_index(matrices, size).to(torch.int32)  # int32 halves the memory
+        self._on: dict[tuple[str, torch.device], torch.Tensor] = {}
 
-    def rows(self, ids: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """The maps of table entries ids (n,) as int64 (n, H·W) on device."""
-        if device not in self._on:
-            self._on[device] = self.table.to(device)
-        return self._on[device].index_select(0, ids.to(device)).to(torch.int64)
+    def _table(self, name: str, device: torch.device) -> torch.Tensor:
+        key = (name, device)
+        if key not in self._on:
+            self._on[key] = getattr(self, name).to(device)
+        return self._on[key]
+
+    def map_rows(self, ids: np.ndarray, device: torch.device) -> torch.Tensor:
+        """The resampling indices of geometric entries ids (n,) as int64 (n, H·W) on device (maps must exist)."""
+        rows = torch.from_numpy(self.map_row[ids]).to(device)
+        return self._table("maps", device).index_select(0, rows).to(torch.int64)
+
+    def lut_rows(self, ids: np.ndarray, device: torch.device) -> torch.Tensor:
+        """The lookup tables of entries ids (n,), uint8 (n, 1, 256) on device."""
+        return self._table("luts", device).index_select(0, torch.from_numpy(ids).to(device)).unsqueeze(1)
 
 
 def apply_grouped(
-    u: torch.Tensor, op: torch.Tensor, v: torch.Tensor, maps: tuple[AffineMaps, torch.Tensor] | None = None
+    u: torch.Tensor, op: torch.Tensor, v: torch.Tensor, pre: tuple[PrecomputedOps, torch.Tensor] | None = None
 ) -> torch.Tensor:
     """u[i] ← OPS[NAMES[op[i]]](u[i], v[i]) in place, for every i with op[i] ≥ 0; returns u. u: uint8 (N, C, H, W);
-    op, v: CPU tensors (N,). Four batched groups whatever was drawn: the geometric ops (one resampling), the
-    table ops (one gather through per-sample tables), color, sharpness; each reads its samples by index before
-    writing them, and the groups are disjoint. One host sync (the op counts). maps = (table, ids (N,)): the
-    geometric samples' resampling indices are table entries ids[i] (which must hold (op[i], v[i])), not built."""
-    order = torch.argsort(op, stable=True)
-    counts = torch.bincount(op + 1, minlength=len(NAMES) + 1).tolist()  # slot 0: the untouched samples
-    if counts[0] == len(op):
+    op, v: CPU tensors (N,). The batch is gathered once in op order, then four batched groups run on contiguous
+    slices of that copy whatever was drawn: the geometric ops (one resampling), the table ops (one gather
+    through per-sample tables), color, sharpness; one gather by the inverse order writes it back. One host sync (the op
+    counts). pre = (table, ids (N,)): sample i is entry ids[i] of the table (which must hold (op[i], v[i])); its
+    image-independent lookup table and, for images of the table's size, its resampling indices are looked up.
+    The bookkeeping is NumPy on the host: on small images the number of tensor calls bounds the speed."""
+    o, values = op.numpy(), v.numpy()
+    order = np.argsort(o, kind="stable")
+    # op k's samples are order[bounds[k] : bounds[k + 1]]; bounds[0] counts the untouched ones (op = −1)
+    bounds = np.bincount(o + 1, minlength=len(NAMES) + 1).cumsum().tolist()
+    if bounds[0] == len(o):
         return u
-    bounds = [counts[0]]
-    for c in counts[1:]:
-        bounds.append(bounds[-1] + c)  # op k's samples are order[bounds[k] : bounds[k + 1]]
-    order_dev = order.to(u.device)
     n, c, h, w = u.shape
-    # Samples move as whole rows; a uint8 row read as int64 words moves 8× fewer elements (same bytes).
+    dev = u.device
+    # Samples move as whole rows; a uint8 row read as int64 words moves 8× fewer elements (same bytes). All rows
+    # move, untouched ones too: gathering back with the inverse permutation is cheaper than an index_copy_.
     wide = u.is_contiguous() and (c * h * w) % 8 == 0
     words = u.view(n, -1).view(torch.int64) if wide else u
+    rows = words.index_select(0, torch.from_numpy(order).to(dev))
+    work = rows.view(torch.uint8).view(n, c, h, w) if wide else rows  # sorted by op; the groups work on its slices
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(n)
+    table, ids = (pre[0], pre[1].numpy()) if pre is not None else (None, np.empty(0, dtype=np.int64))
 
-    def group(ops: range, fn: Op) -> None:
-        a, b = bounds[ops.start], bounds[ops.stop]
+    def members(k0: int, k1: int) -> np.ndarray:  # the batch rows of ops k0 … k1 − 1
+        return order[bounds[k0] : bounds[k1]]
+
+    def param(m: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(values[m])
+
+    a, b = bounds[0], bounds[5]
+    if b > a:
+        m = members(0, 5)
+        if table is None or table.maps is None or table.size != (h, w):  # no table for this size: build them
+            index = affine_index(geometric_matrices(torch.from_numpy(o[m]), param(m), (h, w)).to(dev), (h, w))
+        else:
+            index = table.map_rows(ids[m], dev)
+        resample(work[a:b], index, out=work[a:b])
+    for k, fn in ((5, color), (6, sharpness)):
+        a, b = bounds[k], bounds[k + 1]
         if b > a:
-            idx = order_dev[a:b]
-            sub = words.index_select(0, idx)
-            out = fn(sub.view(torch.uint8).view(b - a, c, h, w) if wide else sub, order[a:b])
-            words.index_copy_(0, idx, out.contiguous().view(b - a, -1).view(torch.int64) if wide else out)
-
-    def tables(sub: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-        lut = torch.empty(len(sub), sub.shape[1], 256, dtype=torch.uint8, device=sub.device)
-        first = bounds[TABLES.start]
-        for k, build in zip(TABLES, _TABLE_BUILDERS):
-            a, b = bounds[k] - first, bounds[k + 1] - first
-            if b > a:
-                lut[a:b] = build(sub[a:b], v[members[a:b]])
-        return apply_lut(sub, lut)
-
-    def resampled(sub: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-        if maps is None or maps[0].size != (h, w):  # images of another size than the table's: build them
-            return geometric(sub, op[members], v[members])
-        return resample(sub, maps[0].rows(maps[1][members], sub.device))
-
-    group(GEOMETRIC, resampled)
-    group(range(5, 6), lambda sub, members: color(sub, v[members]))
-    group(range(6, 7), lambda sub, members: sharpness(sub, v[members]))
-    group(TABLES, tables)
+            fn(work[a:b], param(members(k, k + 1)), out=work[a:b])
+    a, b = bounds[TABLES.start], bounds[TABLES.stop]
+    if b > a:
+        looked_up = table.lut_rows(ids[members(TABLES.start, TABLES.stop)], dev) if table is not None else None
+        built = [k for k in TABLES if bounds[k + 1] > bounds[k] and (table is None or k not in STATIC_TABLES)]
+        if looked_up is not None and not built:
+            lut = looked_up
+        else:
+            lut = (
+                torch.empty(b - a, c, 256, dtype=torch.uint8, device=dev)
+                if looked_up is None
+                else looked_up.repeat(1, c, 1)
+            )
+            for k in built:
+                i, j = bounds[k], bounds[k + 1]
+                lut[i - a : j - a] = _TABLE_BUILDERS[k - TABLES.start](work[i:j], param(members(k, k + 1)))
+        apply_lut(work[a:b], lut, out=work[a:b])
+    back = torch.from_numpy(inverse).to(dev)
+    if wide:
+        torch.index_select(rows, 0, back, out=words)
+    else:
+        u.copy_(rows.index_select(0, back))
     return u

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -87,6 +88,14 @@ def to_u8(x: torch.Tensor) -> torch.Tensor:
     return x.mul(255).round_().clamp_(0, 255).to(torch.uint8)
 
 
+def _entries(op: torch.Tensor, value: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Every (op, magnitude) pair (K,) with both signs: entry 2k + negative → (op, parameter) as NumPy arrays
+    (2K,), the parameter as the op takes it (signed ops negated, enhance factors 1 + v)."""
+    op2 = op.repeat_interleave(2)
+    negative = torch.tensor([1.0, 0.0]).repeat(len(op))  # sign draw < 0.5 → negative
+    return op2.numpy(), signed_values(op2, value.repeat_interleave(2), negative).numpy()
+
+
 class FusedPolicy:
     """A table of two-op sub-policies [(op name, probability, level 0…9 or None), …] applied per sample with
     kdlab's batched ops (views/image_ops.py)."""
@@ -96,28 +105,28 @@ class FusedPolicy:
         rows = [
             [(image_ops.NAMES.index(n), p, image_ops.magnitude(n, lv or 0, size)) for n, p, lv in sub] for sub in table
         ]
-        self.op = torch.tensor([[r[0] for r in sub] for sub in rows])
-        self.prob = torch.tensor([[r[1] for r in sub] for sub in rows])
-        self.value = torch.tensor([[r[2] for r in sub] for sub in rows])
-        # every (sub-policy, slot, sign)'s resampling map, entry (s·2 + slot)·2 + negative; kept to 2²⁴ indices
-        # (64 MB), else built per batch
-        self.maps = None
-        if self.op.numel() * 2 * image_size**2 <= 2**24:
-            signed = (self.value.unsqueeze(-1) * torch.tensor([1.0, -1.0])).view(-1)
-            self.maps = image_ops.AffineMaps(self.op.repeat_interleave(2), signed, size)
+        op = torch.tensor([[r[0] for r in sub] for sub in rows])
+        self.n_sub = len(op)
+        # entry (sub-policy · 2 + slot) · 2 + negative: its op, parameter and gate probability
+        self.entry_op, self.entry_value = _entries(
+            op.view(-1), torch.tensor([[r[2] for r in sub] for sub in rows]).view(-1)
+        )
+        self.entry_prob = torch.tensor([[r[1] for r in sub] for sub in rows]).view(-1).repeat_interleave(2).numpy()
+        self.pre: image_ops.PrecomputedOps | None = image_ops.PrecomputedOps(
+            torch.from_numpy(self.entry_op), torch.from_numpy(self.entry_value), size
+        )
 
     def run(self, u: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
         """Apply the policy to uint8 images u (B, C, H, W) in place; returns u."""
         b, dev = u.shape[0], u.device
         n = 1 if per_batch else b
-        choice = torch.randint(0, len(self.op), (n,), generator=g, device=dev).expand(b).cpu()
-        draws = torch.rand(2, 2, n, generator=g, device=dev).expand(2, 2, b).cpu()  # (slot, gate|sign, sample)
+        choice = torch.randint(0, self.n_sub, (n,), generator=g, device=dev).expand(b).cpu().numpy()
+        draws = torch.rand(2, 2, n, generator=g, device=dev).expand(2, 2, b).cpu().numpy()  # (slot, gate|sign, sample)
         for slot in range(2):
-            op = self.op[choice, slot]
-            value = signed_values(op, self.value[choice, slot], draws[slot, 1])
-            gated = torch.where(draws[slot, 0] < self.prob[choice, slot], op, -1)
-            map_id = (choice * 2 + slot) * 2 + (value < 0).long()
-            image_ops.apply_grouped(u, gated, value, None if self.maps is None else (self.maps, map_id))
+            entry = (choice * 2 + slot) * 2 + (draws[slot, 1] < 0.5)
+            gated = np.where(draws[slot, 0] < self.entry_prob[entry], self.entry_op[entry], -1)
+            pre = None if self.pre is None else (self.pre, torch.from_numpy(entry))
+            image_ops.apply_grouped(u, torch.from_numpy(gated), torch.from_numpy(self.entry_value[entry]), pre)
         return u
 
 
@@ -127,41 +136,33 @@ class FusedRandom:
     31 magnitude bins, on kdlab's batched ops."""
 
     def __init__(self, space: str, image_size: int, n: int, m: int | None):
-        self.ops = [name for name in image_ops.RANDOM_SPACE]  # identity is index −1 below
-        self.table = torch.tensor(
-            [[image_ops.bin_magnitude(name, b, space, image_size) for b in range(31)] for name in self.ops]
-        )
-        self.op_index = torch.tensor([image_ops.NAMES.index(name) for name in self.ops])
+        names = image_ops.RANDOM_SPACE  # identity is index −1 below
+        self.n_ops = len(names)
         self.n, self.m = n, m
-        # the geometric ops (the first five of the space) at every usable bin and sign: entry (op·B + bin)·2 +
-        # negative, B the bins in use (one when m is fixed); kept to 2²⁴ indices (64 MB), else built per batch
         self.bins = [m] if m is not None else list(range(31))
-        geo = len(image_ops.GEOMETRIC)
-        self.maps = None
-        if geo * len(self.bins) * 2 * image_size**2 <= 2**24:
-            op = self.op_index[:geo].repeat_interleave(len(self.bins) * 2)
-            value = (self.table[:geo, self.bins].unsqueeze(-1) * torch.tensor([1.0, -1.0])).reshape(-1)
-            self.maps = image_ops.AffineMaps(op, value, (image_size, image_size))
+        table = torch.tensor(
+            [[image_ops.bin_magnitude(name, b, space, image_size) for b in self.bins] for name in names]
+        )
+        op_index = torch.tensor([image_ops.NAMES.index(name) for name in names])
+        # entry (op · B + bin) · 2 + negative, B the bins in use (one when m is fixed)
+        self.entry_op, self.entry_value = _entries(op_index.repeat_interleave(len(self.bins)), table.view(-1))
+        self.pre: image_ops.PrecomputedOps | None = image_ops.PrecomputedOps(
+            torch.from_numpy(self.entry_op), torch.from_numpy(self.entry_value), (image_size, image_size)
+        )
 
     def run(self, u: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
         """Apply the policy to uint8 images u (B, C, H, W) in place; returns u."""
         b, dev = u.shape[0], u.device
         k = 1 if per_batch else b
         for _ in range(self.n):
-            pick = torch.randint(0, len(self.ops) + 1, (k,), generator=g, device=dev).expand(b).cpu() - 1
-            bins = torch.randint(0, 31, (k,), generator=g, device=dev).expand(b).cpu()
-            sign = torch.rand(k, generator=g, device=dev).expand(b).cpu()
-            if self.m is not None:
-                bins = torch.full_like(bins, self.m)
-            safe = pick.clamp_min(0)
-            op = torch.where(pick >= 0, self.op_index[safe], -1)
-            value = signed_values(op, self.table[safe, bins], sign)
-            maps = None
-            if self.maps is not None:
-                slot = bins if self.m is None else torch.zeros_like(bins)
-                map_id = ((safe * len(self.bins) + slot) * 2 + (value < 0).long()).clamp_max(len(self.maps.table) - 1)
-                maps = (self.maps, map_id)
-            image_ops.apply_grouped(u, op, value, maps)
+            pick = torch.randint(0, self.n_ops + 1, (k,), generator=g, device=dev).expand(b).cpu().numpy() - 1
+            bins = torch.randint(0, 31, (k,), generator=g, device=dev).expand(b).cpu().numpy()
+            sign = torch.rand(k, generator=g, device=dev).expand(b).cpu().numpy()
+            slot = bins if self.m is None else 0
+            entry = (np.maximum(pick, 0) * len(self.bins) + slot) * 2 + (sign < 0.5)
+            op = np.where(pick >= 0, self.entry_op[entry], -1)
+            pre = None if self.pre is None else (self.pre, torch.from_numpy(entry))
+            image_ops.apply_grouped(u, torch.from_numpy(op), torch.from_numpy(self.entry_value[entry]), pre)
         return u
 
 
