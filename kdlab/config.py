@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -200,7 +201,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             as_float = float(value)
         except ValueError:
             raise ConfigError(f"{path} must be an integer, got {value!r}") from None
-        if as_float != int(as_float):
+        if not math.isfinite(as_float) or as_float != int(as_float):  # int() of inf / nan raises
             raise ConfigError(f"{path} must be an integer, got {value!r}")
         return int(as_float)
     if tp is float:
