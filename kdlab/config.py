@@ -208,9 +208,12 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{path} must be a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{path} must be a number, got {value!r}") from None
+        if not math.isfinite(number):  # no setting means anything at inf / nan; it would only poison a run later
+            raise ConfigError(f"{path} must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, dict | list) or value is None:
             raise ConfigError(f"{path} must be a string, got {value!r}")

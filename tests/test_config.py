@@ -38,6 +38,8 @@ def test_yaml_file_and_override(tmp_path):
         ("schedule.epochs=2.5", "schedule.epochs must be an integer"),
         ("schedule.epochs=.inf", "schedule.epochs must be an integer"),
         ("data.batch_size=.nan", "data.batch_size must be an integer"),
+        ("optim.lr=.inf", "optim.lr must be a finite number"),
+        ("views.strength=.nan", "views.strength must be a finite number"),
         ("optim.lr=-1", "optim.lr must be > 0"),
         ("schedule.kind=cosin", "did you mean: cosine"),
         ("data.flip=maybe", "data.flip must be true or false"),
