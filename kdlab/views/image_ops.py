@@ -14,6 +14,7 @@ on small images the call count, not the pixel arithmetic, bounds the speed."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -24,24 +25,18 @@ import torch.nn.functional as F
 # convert("L")'s weights over 2¹⁶: every product with an 8-bit value and every partial sum (+ ½) is a multiple
 # of 2⁻¹⁶ below 256, so float32 holds them exactly and the floor below is Pillow's integer shift
 _LUMA = torch.tensor([19595, 38470, 7471], dtype=torch.float32).div_(65536).view(1, 3, 1, 1)
-_CONSTANTS: dict[torch.device, dict[str, torch.Tensor]] = {}
 
 
-def _const(name: str, device: torch.device) -> torch.Tensor:
-    """Per-device constants: "levels" the 256 8-bit values as float32 (256,), "levels_i32" as int32, "luma"
-    (1, 3, 1, 1) float32."""
-    if device not in _CONSTANTS:
-        _CONSTANTS[device] = {
-            "levels": torch.arange(256, dtype=torch.float32, device=device),
-            "levels_i32": torch.arange(256, dtype=torch.int32, device=device),
-            "luma": _LUMA.to(device),
-        }
-    return _CONSTANTS[device][name]
+@functools.cache
+def _luma(device: torch.device) -> torch.Tensor:
+    """_LUMA on device, (1, 3, 1, 1) float32 (shared: do not modify)."""
+    return _LUMA.to(device)
 
 
+@functools.cache
 def _levels(device: torch.device) -> torch.Tensor:
     """The 256 8-bit values as float32, (256,) (shared: do not modify)."""
-    return _const("levels", device)
+    return torch.arange(256, dtype=torch.float32, device=device)
 
 
 def _to_u8(x: torch.Tensor) -> torch.Tensor:
@@ -55,7 +50,7 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
     >> 16, exact, float32 (N, 1, H, W); a one-channel x is its own grey."""
     if x.shape[1] == 1:
         return x
-    return (x * _const("luma", x.device)).sum(1, keepdim=True).add_(0.5).floor_()
+    return (x * _luma(x.device)).sum(1, keepdim=True).add_(0.5).floor_()
 
 
 def _blend(degenerate: torch.Tensor, image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -125,7 +120,7 @@ def _auto_contrast_lut(u: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
 def _ones_i32(rows: int, cols: int, device: torch.device) -> torch.Tensor:
     """A contiguous int32 (rows, cols) of ones, sliced from a cached buffer (scatter_add_ of a contiguous
     source runs ~1.7× faster than of an expanded scalar)."""
-    key = ("ones", cols, device)
+    key = (cols, device)
     have = _ONES.get(key)
     if have is None or len(have) < rows:
         have = _ONES[key] = torch.ones(
@@ -134,7 +129,7 @@ def _ones_i32(rows: int, cols: int, device: torch.device) -> torch.Tensor:
     return have[:rows]
 
 
-_ONES: dict[tuple[str, int, torch.device], torch.Tensor] = {}
+_ONES: dict[tuple[int, torch.device], torch.Tensor] = {}
 
 
 def _equalize_lut(u: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
@@ -238,10 +233,10 @@ def resample(u: torch.Tensor, index: torch.Tensor, fill: int = 128, out: torch.T
     return out
 
 
-def affine(u: torch.Tensor, matrices: torch.Tensor, fill: int = 128) -> torch.Tensor:
+def affine(u: torch.Tensor, matrices: torch.Tensor, fill: int = 128, out: torch.Tensor | None = None) -> torch.Tensor:
     """Image.transform(AFFINE) per sample, nearest neighbour, `fill` outside. u uint8 (N, C, H, W); matrices
-    (N, 2, 3) as in affine_index."""
-    return resample(u, affine_index(matrices.to(u.device), (u.shape[-2], u.shape[-1])), fill)
+    (N, 2, 3) as in affine_index; out as in resample."""
+    return resample(u, affine_index(matrices.to(u.device), (u.shape[-2], u.shape[-1])), fill, out)
 
 
 def _geometric_op(k: int, doc: str) -> Op:
@@ -353,10 +348,10 @@ def geometric_matrices(op: torch.Tensor, v: torch.Tensor, size: tuple[int, int])
     return torch.from_numpy(m).view(-1, 2, 3)
 
 
-def geometric(x: torch.Tensor, op: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def geometric(x: torch.Tensor, op: torch.Tensor, v: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """The five geometric ops in one affine resampling of uint8 images x (N, C, H, W): sample i gets NAMES[op[i]]
-    with parameter v[i], as in geometric_matrices."""
-    return affine(x, geometric_matrices(op, v, (x.shape[-2], x.shape[-1])))
+    with parameter v[i], as in geometric_matrices; out as in resample."""
+    return affine(x, geometric_matrices(op, v, (x.shape[-2], x.shape[-1])), out=out)
 
 
 class PrecomputedOps:
@@ -440,10 +435,9 @@ def apply_grouped(
     if b > a:
         m = members(0, 5)
         if table is None or table.maps is None or table.size != (h, w):  # no table for this size: build them
-            index = affine_index(geometric_matrices(torch.from_numpy(o[m]), param(m), (h, w)).to(dev), (h, w))
+            geometric(work[a:b], torch.from_numpy(o[m]), param(m), out=work[a:b])
         else:
-            index = table.map_rows(ids[m], dev)
-        resample(work[a:b], index, out=work[a:b])
+            resample(work[a:b], table.map_rows(ids[m], dev), out=work[a:b])
     for k, fn in ((5, color), (6, sharpness)):
         a, b = bounds[k], bounds[k + 1]
         if b > a:
