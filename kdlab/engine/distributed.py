@@ -10,6 +10,7 @@ before every evaluation and checkpoint, so all processes hold the same model. Ra
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -108,7 +109,15 @@ def init_distributed(device: str) -> Distributed:
         if use_cuda:
             torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if use_cuda else "gloo")
+        # Left to interpreter finalisation, gloo's worker threads can abort the process ("terminate called
+        # without an active exception", pytorch/pytorch#190489): destroy the group while Python is still whole.
+        atexit.register(_destroy_process_group)
     return Distributed(rank, world, local_rank)
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def check_distributed_config(cfg: Any, d: Distributed) -> None:
