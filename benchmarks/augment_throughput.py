@@ -128,8 +128,8 @@ def pick_overhead(steps: int) -> tuple[float, float]:
     sys.path.insert(0, str(Path(__file__).parent))
     from step_throughput import synthetic
 
+    from kdlab.assembly import build_trainer
     from kdlab.config import load_config
-    from kdlab.engine import Trainer
     from kdlab.methods import Teacher, build_method
     from kdlab.models import create_model
 
@@ -140,7 +140,7 @@ def pick_overhead(steps: int) -> tuple[float, float]:
         torch.manual_seed(0)
         method = build_method(cfg.method, create_model("resnet20", 100), [Teacher(create_model("resnet56", 100), {})])
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = Trainer(cfg, method, data, Path(tmp), torch.device("cpu"), log=lambda _: None)
+            trainer = build_trainer(cfg, method, data, Path(tmp), torch.device("cpu"), log=lambda _: None)
             trainer.train_epoch(1)  # warm-up epoch
             t0 = time.perf_counter()
             trainer.train_epoch(2)

@@ -19,8 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from step_throughput import synthetic
 
+from kdlab.assembly import build_trainer
 from kdlab.config import load_config
-from kdlab.engine import Trainer
 from kdlab.methods import Teacher, build_method
 from kdlab.models import create_model, model_taps
 
@@ -33,7 +33,7 @@ def images_per_s(method: str, teacher: str, student: str, data, steps: int, view
     t = Teacher(create_model(teacher, 100), model_taps(teacher))
     m = build_method(cfg.method, create_model(student, 100), [t], model_taps(student), (3, 32, 32))
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, m, data, Path(tmp), torch.device("cpu"), log=lambda _: None)
+        trainer = build_trainer(cfg, m, data, Path(tmp), torch.device("cpu"), log=lambda _: None)
         trainer.train_epoch(1, max_steps=3)
         t0 = time.perf_counter()
         trainer.train_epoch(1, max_steps=steps)

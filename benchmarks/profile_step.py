@@ -18,8 +18,8 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).parent))
 from step_throughput import synthetic
 
+from kdlab.assembly import build_trainer
 from kdlab.config import load_config
-from kdlab.engine import Trainer
 from kdlab.methods import Teacher, build_method
 from kdlab.models import create_model
 
@@ -46,7 +46,7 @@ def main() -> None:
     cfg = load_config(None, ["data.batch_size=64", "data.drop_last=true", "method.name=kd"])
     method = build_method(cfg.method, create_model(args.student, 100), [Teacher(create_model(args.teacher, 100), {})])
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, method, data, Path(tmp), torch.device("cpu"), log=lambda _: None)
+        trainer = build_trainer(cfg, method, data, Path(tmp), torch.device("cpu"), log=lambda _: None)
         trainer.train_epoch(1, max_steps=2)  # warm-up
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             trainer.train_epoch(1, max_steps=args.steps)

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from kdlab.assembly import build_trainer
 from kdlab.config import load_config
 from kdlab.data import ImageDataset, ImageSplit
-from kdlab.engine import Trainer
 from kdlab.methods import Teacher, build_method
 from kdlab.models import create_model
 from kdlab.views import random_crop_flip
@@ -86,7 +86,7 @@ def kdlab_loop(
     teacher = Teacher(create_model(teacher_name, 100), {})
     method = build_method(cfg.method, create_model(student_name, 100), [teacher])
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, method, data, Path(tmp), device, log=lambda _: None)
+        trainer = build_trainer(cfg, method, data, Path(tmp), device, log=lambda _: None)
         if "engine.compile=true" in extra:
             trainer.train_epoch(1, max_steps=3)  # compilation is not counted
         _sync(device)

@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from step_throughput import PAIRS, synthetic
 
+from kdlab.assembly import build_trainer
 from kdlab.config import load_config
-from kdlab.engine import Trainer
 from kdlab.methods import Teacher, build_method
 from kdlab.models import create_model
 
@@ -48,7 +48,7 @@ def step_rate(t: str, s: str, batch: int, steps: int, teacher_amp: str) -> float
     torch.manual_seed(0)
     method = build_method(cfg.method, create_model(s, 100), [Teacher(create_model(t, 100), {})])
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, method, data, Path(tmp), torch.device("cpu"), log=lambda _: None)
+        trainer = build_trainer(cfg, method, data, Path(tmp), torch.device("cpu"), log=lambda _: None)
         trainer.train_epoch(1, max_steps=2)  # warm-up
         t0 = time.perf_counter()
         trainer.train_epoch(1)

@@ -117,7 +117,7 @@ def atsc_table(root: Path) -> str:
 
 def ensemble_table(root: Path) -> str:
     """One row per (teachers' augmentation, student's augmentation, control), means ± std over seeds."""
-    from kdlab.sweep import Sweep
+    from kdlab.commands.sweep import Sweep
 
     cols = [("iou_teacher_teacher", "IoU t–t", 3), ("iou_teacher_student", "IoU t–s", 3),
             ("agreement", "agreement (%)", 2), ("kl_s_t", "KL(s‖t)", 3), ("mutual_information", "MI (nats)", 3),

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from kdlab.errors import KdlabError
 
@@ -87,143 +87,175 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace) -> int:
+    """`kdlab demo`: teacher, then CE and KD students on the embedded digits data."""
+    from kdlab.commands.demo import run_demo
+
+    run_demo(args.out, args.epochs, seed=args.seed, show_progress=not args.no_progress)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    """`kdlab train` / `kdlab distill`: a new run from a config, a resumed one, or a dry run."""
+    from kdlab.config import load_config
+    from kdlab.errors import ConfigError
+    from kdlab.experiment import train
     from kdlab.ui import console, progress_bar
 
-    if args.command == "demo":
-        from kdlab.demo import run_demo
+    cfg = None
+    if not args.resume:
+        cfg = load_config(args.config, args.overrides, notice=lambda m: console.print(f"note: {m}"))
+        if args.command == "train" and (cfg.teacher is not None or cfg.teachers):
+            raise ConfigError("`kdlab train` trains without a teacher; use `kdlab distill` for teacher.* configs")
+        if args.command == "distill" and cfg.teacher is None and not cfg.teachers:
+            raise ConfigError("`kdlab distill` needs a teacher: teacher.name=… teacher.checkpoint=…")
+    elif args.config or args.overrides or args.dry_run:
+        raise ConfigError("--resume continues a run with its saved config; drop --config, overrides, --dry-run")
+    if args.dry_run:
+        from kdlab.experiment import dry_run
 
-        run_demo(args.out, args.epochs, seed=args.seed, show_progress=not args.no_progress)
+        console.print_json(json.dumps(dry_run(cfg)))  # type: ignore[arg-type]
+        console.print("dry run: the config builds and trains one step; no run folder was written")
         return 0
-    if args.command in ("train", "distill"):
-        from kdlab.config import load_config
-        from kdlab.errors import ConfigError
-        from kdlab.experiment import train
 
-        cfg = None
-        if not args.resume:
-            cfg = load_config(args.config, args.overrides)
-            if args.command == "train" and (cfg.teacher is not None or cfg.teachers):
-                raise ConfigError("`kdlab train` trains without a teacher; use `kdlab distill` for teacher.* configs")
-            if args.command == "distill" and cfg.teacher is None and not cfg.teachers:
-                raise ConfigError("`kdlab distill` needs a teacher: teacher.name=… teacher.checkpoint=…")
-        elif args.config or args.overrides or args.dry_run:
-            raise ConfigError("--resume continues a run with its saved config; drop --config, overrides, --dry-run")
-        if args.dry_run:
-            from kdlab.experiment import dry_run
+    def log(msg: str) -> None:
+        console.print(msg)
 
-            console.print_json(json.dumps(dry_run(cfg)))  # type: ignore[arg-type]
-            console.print("dry run: the config builds and trains one step; no run folder was written")
-            return 0
+    show = not args.no_progress and (cfg is None or cfg.engine.progress)  # --no-progress or engine.progress=false
+    with progress_bar(show) as progress:
+        run_dir, summary = train(cfg, args.resume, log=log, progress=progress)  # type: ignore[arg-type]
+    if summary:  # empty on ranks other than 0 of a multi-process run
+        console.print_json(json.dumps(summary))
+        console.print(f"run folder: {run_dir}")
+    return 0
 
-        def log(msg: str) -> None:
-            console.print(msg)
 
-        with progress_bar(not args.no_progress) as progress:
-            run_dir, summary = train(cfg, args.resume, log=log, progress=progress)  # type: ignore[arg-type]
-        if summary:  # empty on ranks other than 0 of a multi-process run
-            console.print_json(json.dumps(summary))
-            console.print(f"run folder: {run_dir}")
-        return 0
-    if args.command == "eval":
-        from kdlab.experiment import evaluate_path
+def _eval(args: argparse.Namespace) -> int:
+    """`kdlab eval`: test accuracy and loss of a run folder or checkpoint."""
+    from kdlab.experiment import evaluate_path
+    from kdlab.ui import console
 
-        console.print_json(json.dumps(evaluate_path(args.path, args.data, args.which)))
-        return 0
-    if args.command == "analyze":
-        from kdlab.analysis import analyze_run
+    console.print_json(json.dumps(evaluate_path(args.path, args.data, args.which)))
+    return 0
 
-        report = analyze_run(
-            args.path, args.data, args.split, args.view, args.which, args.max_samples, args.examples,
-            log=lambda m: console.print(m, style="dim"),
-        )  # fmt: skip
-        _print_analysis(report)
-        return 0
-    if args.command == "sweep":
-        return _sweep(args)
-    if args.command == "report":
-        from kdlab.report.html import write_report
 
-        console.print(f"written: {write_report(args.path, args.out)}")
-        return 0
-    if args.command == "export":
-        from kdlab.export import export_run
+def _analyze(args: argparse.Namespace) -> int:
+    """`kdlab analyze`: fidelity, MI, ECE, attention IoU of a trained run."""
+    from kdlab.commands.analysis import analyze_run
+    from kdlab.ui import console
 
-        card = export_run(args.path, args.out, args.which)
-        card.pop("classes")
-        console.print_json(json.dumps(card))
-        return 0
-    if args.command == "data":
-        from kdlab.data.check import check_dataset
+    report = analyze_run(
+        args.path, args.data, args.split, args.view, args.which, args.max_samples, args.examples,
+        log=lambda m: console.print(m, style="dim"),
+    )  # fmt: skip
+    _print_analysis(report)
+    return 0
 
-        report = check_dataset(args.spec)
-        if not args.full:
-            for split in report["per_class"].values():
-                split.pop("counts")
-        console.print_json(json.dumps(report))
-        return 0
-    if args.command == "tstddev":
-        from kdlab.config import load_config
-        from kdlab.errors import ConfigError
-        from kdlab.tstddev import run_tstddev
-        from kdlab.ui import table
 
-        cfg = load_config(args.config, args.overrides)
-        views = args.views.split(",") if args.views else ([cfg.views.strong] if cfg.views.strong else [])
-        if not views:
-            raise ConfigError("name the views to measure: --views identity,cutmix,… or views.strong=…")
-        out, results = run_tstddev(cfg, views, args.epochs, log=lambda m: console.print(m, style="dim"))
-        rows = [[i + 1, v, f"{s:.6f}"] for i, (v, s) in enumerate(sorted(results.items(), key=lambda kv: kv[1]))]
-        console.print(table("T. stddev ranking (lower is better)", ["rank", "view", "T. stddev"], rows))
-        console.print(f"written: {out / 'tstddev.json'}")
-        return 0
-    if args.command == "views":
-        import dataclasses
+def _report(args: argparse.Namespace) -> int:
+    """`kdlab report`: one HTML page for a run or sweep folder."""
+    from kdlab.report.html import write_report
+    from kdlab.ui import console
 
-        from kdlab.ui import table
-        from kdlab.views import STANDARD_VIEWS, VIEWS
+    console.print(f"written: {write_report(args.path, args.out)}")
+    return 0
 
-        rows = []
-        for name in VIEWS:
-            cls = VIEWS.get(name)
-            params = {f.name: f.default for f in dataclasses.fields(cls.Params)}
-            params = {k: v for k, v in params.items() if k not in ("strength", "per_batch_compat")}
-            rows.append([name, cls.summary, json.dumps(params)])
-        console.print(
-            table("strong views (views.strong=NAME, views.params.KEY=VALUE)", ["name", "what", "parameters"], rows)
-        )
-        console.print("every strong view also takes views.strength (probability per sample, default 1.0) and")
-        console.print("views.per_batch_compat (one transform per batch, as the released code did; default false)")
-        console.print(f"standard views (views.standard=…): {', '.join(STANDARD_VIEWS)}")
-        return 0
-    if args.command == "models":
-        from kdlab.models import MODELS, create_model
-        from kdlab.ui import table
 
-        rows = []
-        for name in MODELS:
-            model = create_model(name, 100)
-            n = sum(p.numel() for p in model.parameters())
-            spec = MODELS.get(name)
-            rows.append([name, spec.family, f"{n / 1e6:.2f}M", spec.taps.get("feature", "-")])
-        console.print(table("model zoo (parameters at 100 classes)", ["name", "family", "params", "feature tap"], rows))
-        return 0
-    if args.command == "methods":
-        from kdlab.config import to_dict
-        from kdlab.methods import METHODS
-        from kdlab.ui import table
+def _export(args: argparse.Namespace) -> int:
+    """`kdlab export`: torch.export program + safetensors + model card."""
+    from kdlab.commands.export import export_run
+    from kdlab.ui import console
 
-        rows = [[n, METHODS.get(n).summary, json.dumps(to_dict(METHODS.get(n).cls.Params()))] for n in METHODS]
-        console.print(table("methods", ["name", "what", "parameters (defaults)"], rows))
-        return 0
-    raise AssertionError(args.command)
+    card = export_run(args.path, args.out, args.which)
+    card.pop("classes")
+    console.print_json(json.dumps(card))
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    """`kdlab data check`: counts, image size/mode and duplicates of a dataset spec."""
+    from kdlab.data.check import check_dataset
+    from kdlab.ui import console
+
+    report = check_dataset(args.spec)
+    if not args.full:
+        for split in report["per_class"].values():
+            split.pop("counts")
+    console.print_json(json.dumps(report))
+    return 0
+
+
+def _tstddev(args: argparse.Namespace) -> int:
+    """`kdlab tstddev`: T. stddev ranking of strong views for a trained teacher."""
+    from kdlab.commands.tstddev import run_tstddev
+    from kdlab.config import load_config
+    from kdlab.errors import ConfigError
+    from kdlab.ui import console, table
+
+    cfg = load_config(args.config, args.overrides)
+    views = args.views.split(",") if args.views else ([cfg.views.strong] if cfg.views.strong else [])
+    if not views:
+        raise ConfigError("name the views to measure: --views identity,cutmix,… or views.strong=…")
+    out, results = run_tstddev(cfg, views, args.epochs, log=lambda m: console.print(m, style="dim"))
+    rows = [[i + 1, v, f"{s:.6f}"] for i, (v, s) in enumerate(sorted(results.items(), key=lambda kv: kv[1]))]
+    console.print(table("T. stddev ranking (lower is better)", ["rank", "view", "T. stddev"], rows))
+    console.print(f"written: {out / 'tstddev.json'}")
+    return 0
+
+
+def _views(_: argparse.Namespace) -> int:
+    """`kdlab views`: the strong views with their parameters."""
+    import dataclasses
+
+    from kdlab.ui import console, table
+    from kdlab.views import STANDARD_VIEWS, VIEWS
+
+    rows = []
+    for name in VIEWS:
+        cls = VIEWS.get(name)
+        params = {f.name: f.default for f in dataclasses.fields(cls.Params)}
+        params = {k: v for k, v in params.items() if k not in ("strength", "per_batch_compat")}
+        rows.append([name, cls.summary, json.dumps(params)])
+    console.print(
+        table("strong views (views.strong=NAME, views.params.KEY=VALUE)", ["name", "what", "parameters"], rows)
+    )
+    console.print("every strong view also takes views.strength (probability per sample, default 1.0) and")
+    console.print("views.per_batch_compat (one transform per batch, as the released code did; default false)")
+    console.print(f"standard views (views.standard=…): {', '.join(STANDARD_VIEWS)}")
+    return 0
+
+
+def _models(_: argparse.Namespace) -> int:
+    """`kdlab models`: the zoo with parameter counts."""
+    from kdlab.models import MODELS, create_model
+    from kdlab.ui import console, table
+
+    rows = []
+    for name in MODELS:
+        model = create_model(name, 100)
+        n = sum(p.numel() for p in model.parameters())
+        spec = MODELS.get(name)
+        rows.append([name, spec.family, f"{n / 1e6:.2f}M", spec.taps.get("feature", "-")])
+    console.print(table("model zoo (parameters at 100 classes)", ["name", "family", "params", "feature tap"], rows))
+    return 0
+
+
+def _methods(_: argparse.Namespace) -> int:
+    """`kdlab methods`: the methods with their default parameters."""
+    from kdlab.methods import METHODS
+    from kdlab.typed_config import to_dict
+    from kdlab.ui import console, table
+
+    rows = [[n, METHODS.get(n).summary, json.dumps(to_dict(METHODS.get(n).cls.Params()))] for n in METHODS]
+    console.print(table("methods", ["name", "what", "parameters (defaults)"], rows))
+    return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from kdlab.commands.sweep import Sweep
     from kdlab.errors import ConfigError
-    from kdlab.sweep import Sweep
     from kdlab.ui import console
 
     if args.jobs < 1:
@@ -276,11 +308,28 @@ def _print_analysis(report: dict) -> None:
         console.print(table("attention IoU (class-agnostic CAM, threshold 0.4)", ["models", "IoU"], rows))
 
 
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": _demo,
+    "train": _train,
+    "distill": _train,
+    "eval": _eval,
+    "analyze": _analyze,
+    "sweep": _sweep,
+    "report": _report,
+    "export": _export,
+    "data": _data,
+    "tstddev": _tstddev,
+    "views": _views,
+    "models": _models,
+    "methods": _methods,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return _run(args)
+        return COMMANDS[args.command](args)
     except KdlabError as e:
         if args.debug:
             traceback.print_exc()

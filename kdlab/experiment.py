@@ -20,24 +20,23 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdlab.assembly import build_trainer
 from kdlab.config import (
     ModelConfig,
     RunConfig,
-    from_dict,
     load_config,
     portable_paths,
     save_config,
     teacher_configs,
-    validate,
 )
 from kdlab.data import ImageDataset, load_dataset
-from kdlab.engine import Trainer
 from kdlab.engine.distributed import check_distributed_config, init_distributed
 from kdlab.engine.memory import retain_freed_memory
 from kdlab.errors import ConfigError, KdlabError, ModelError
 from kdlab.methods import Distiller, Teacher, build_method
 from kdlab.methods.base import resolve_method_params
 from kdlab.models.loading import build_model, load_weights
+from kdlab.typed_config import from_dict
 
 
 def resolve_device(name: str) -> torch.device:
@@ -148,7 +147,6 @@ def train(
         if not (run_dir / "config.yaml").is_file():
             raise KdlabError(f"cannot resume: {run_dir} is not a run folder (no config.yaml)")
         cfg = load_config(run_dir / "config.yaml")
-    validate(cfg)
     dist = init_distributed(cfg.engine.device)
     check_distributed_config(cfg, dist)
     if not dist.is_main:
@@ -164,7 +162,7 @@ def train(
             run_dir = new_run_dir(cfg)
             save_config(portable_paths(_with_resolved_method(cfg, run.method)), run_dir / "config.yaml")
         run_dir = Path(dist.broadcast_object(str(run_dir) if dist.is_main else None))
-    trainer = Trainer(cfg, run.method, run.data, run_dir, run.device, log=log, dist=dist)
+    trainer = build_trainer(cfg, run.method, run.data, run_dir, run.device, log=log, dist=dist)
     log(f"run folder: {run_dir}")
     summary = trainer.fit(resume=resume_dir is not None, stop_after_epoch=stop_after_epoch, progress=progress)
     if summary and cfg.engine.report:
@@ -179,12 +177,10 @@ def dry_run(cfg: RunConfig) -> dict[str, Any]:
     views, and take one training step on one batch. Returns the plan (sizes, parameters, first loss terms)."""
     import tempfile
 
-    validate(cfg)
     run = build_run(cfg)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, run.method, run.data, Path(tmp), run.device, log=lambda _: None)
-        batch = next(iter(trainer.train_loader))
-        values, _ = trainer._train_step(batch.images, batch.labels, batch.index, 0.0)
+        trainer = build_trainer(cfg, run.method, run.data, Path(tmp), run.device, log=lambda _: None)
+        first_terms = trainer.step_terms()
     n_params = sum(p.numel() for p in run.method.student.parameters())
     return {
         "dataset": cfg.data.dataset,
@@ -199,7 +195,7 @@ def dry_run(cfg: RunConfig) -> dict[str, Any]:
         "views": {"standard": cfg.views.standard, "strong": cfg.views.strong},
         "steps_per_epoch": len(trainer.train_loader),
         "epochs": trainer.epochs,
-        "first_step_loss_terms": dict(zip(trainer._term_names, values.tolist(), strict=True)),
+        "first_step_loss_terms": first_terms,
     }
 
 

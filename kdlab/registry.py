@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from kdlab.errors import KdlabError, suggest
@@ -23,14 +23,6 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._entries[name] = entry
         return entry
-
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator form of `add`."""
-
-        def decorate(entry: T) -> T:
-            return self.add(name, entry)
-
-        return decorate
 
     def get(self, name: str) -> T:
         try:

@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import digits_overrides
 
+from kdlab.commands.export import export_run, used_state
 from kdlab.config import load_config
 from kdlab.experiment import evaluate_path, train
-from kdlab.export import export_run, used_state
 from kdlab.methods import Teacher, build_method
 from kdlab.methods.shared_head import Projector
 from kdlab.models import create_model, model_taps

@@ -95,3 +95,73 @@ def test_every_shipped_config_loads():
     assert len(files) > 60
     for f in files:
         load_config(f)
+
+
+def test_a_config_file_extends_its_bases(tmp_path):
+    (tmp_path / "protocol.yaml").write_text("optim: {lr: 0.05, momentum: 0.9}\nschedule: {epochs: 240}\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "pair.yaml").write_text(
+        "base: ../protocol.yaml\nstudent: {name: resnet20}\nmethod: {name: kd, temperature: 2.0}\noptim: {lr: 0.01}\n"
+    )
+    (tmp_path / "sub" / "long.yaml").write_text("base: [pair.yaml]\nschedule: {epoch_factor: 4}\n")
+    cfg = load_config(tmp_path / "sub" / "long.yaml")
+    assert cfg.optim.lr == 0.01 and cfg.optim.momentum == 0.9  # merged key by key, the file over its base
+    assert cfg.schedule.epochs == 240 and cfg.schedule.epoch_factor == 4
+    assert cfg.student.name == "resnet20" and cfg.method == {"name": "kd", "temperature": 2.0}
+    # a derived file naming another method starts that method from its own defaults
+    (tmp_path / "sub" / "dkd.yaml").write_text("base: pair.yaml\nmethod: {name: dkd, beta: 2.0}\n")
+    assert load_config(tmp_path / "sub" / "dkd.yaml").method == {"name": "dkd", "beta": 2.0}
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_switching_the_method_on_the_command_line_drops_the_old_methods_keys():
+    from pathlib import Path
+
+    pair = Path(__file__).parents[1] / "configs" / "cifar100" / "kd_resnet56_resnet20.yaml"
+    notices: list[str] = []
+    cfg = load_config(pair, ["method.kd_weight=0.5"], notice=notices.append)
+    assert cfg.method == {"name": "kd", "kd_weight": 0.5} and not notices
+    cfg = load_config(pair, ["method.ce_weight=0.7", "method.name=dkd"], notice=notices.append)
+    assert cfg.method == {"name": "dkd", "ce_weight": 0.7}  # overrides on the line still apply
+    cfg = load_config(pair, ["method.name=dkd"], notice=notices.append)
+    assert cfg.method == {"name": "dkd"} and notices == []  # the pair file names only the method: nothing dropped
+    with_keys = Path(__file__).parents[1] / "configs" / "cifar100" / "ensemble" / "kd_ensemble3_ResNet50_ResNet18.yaml"
+    cfg = load_config(with_keys, ["method.name=dist"], notice=notices.append)
+    assert cfg.method == {"name": "dist"}
+    assert notices and "ce_weight, ensemble, kd_weight, temperature were dropped" in notices[0]
+
+
+def test_every_method_runs_on_every_cifar100_pair_by_one_override():
+    """The methods × pairs recipes of the CRD benchmark: a pair file + method.name=NAME, the method's defaults."""
+    from pathlib import Path
+
+    from kdlab.methods import METHODS
+    from kdlab.methods.base import resolve_method_params
+
+    pairs = sorted((Path(__file__).parents[1] / "configs" / "cifar100").glob("kd_*.yaml"))
+    assert len(pairs) == 12
+    for pair in pairs:
+        for name in METHODS.names():
+            cfg = load_config(pair, [f"method.name={name}"])
+            assert cfg.teacher is not None and cfg.schedule.milestones == [150, 180, 210]
+            resolved, params = resolve_method_params(cfg.method)
+            assert resolved == name and params == METHODS.get(name).cls.Params()
+
+
+def test_ranges_are_declared_where_the_parameter_lives():
+    with pytest.raises(ConfigError, match=r"method\.temperature must be > 0, got -1"):
+        from kdlab.methods.base import resolve_method_params
+
+        resolve_method_params({"name": "dist", "temperature": -1})  # DIST's own default; LogitParams' range
+    with pytest.raises(ConfigError, match=r"views\.params\.pool_factor must be >= 1"):
+        from kdlab.views import build_view
+
+        build_view("cutmix_pick", {"pool_factor": 0}, 32)
+    with pytest.raises(ConfigError, match="schedule.gamma must be <= 1"):
+        load_config(None, ["schedule.gamma=2"])

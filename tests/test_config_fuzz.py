@@ -53,8 +53,8 @@ def test_random_overrides_run_or_fail_cleanly(overrides):
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(st.text(alphabet="abc.=[], 01'\"{}:", max_size=30))
 def test_any_grid_text_parses_or_is_a_config_error(text):
+    from kdlab.commands.sweep import grid_points, parse_grid, point_name
     from kdlab.errors import ConfigError
-    from kdlab.sweep import grid_points, parse_grid, point_name
 
     try:
         axes = parse_grid(text)

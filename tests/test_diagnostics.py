@@ -126,7 +126,7 @@ def ensemble_run(digits_teacher, tmp_path_factory):
 
 
 def test_analyze_a_two_teacher_run(ensemble_run):
-    from kdlab.analysis import analysis_summary, analyze_run
+    from kdlab.commands.analysis import analysis_summary, analyze_run
 
     run_dir, summary = ensemble_run
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -175,7 +175,7 @@ def test_report_of_a_run_is_self_contained_and_renders_in_chromium(ensemble_run,
 
 
 def test_parse_grid_and_point_names():
-    from kdlab.sweep import grid_points, parse_grid, point_name
+    from kdlab.commands.sweep import grid_points, parse_grid, point_name
 
     axes = parse_grid("views.strong=[identity, cutmix] seed=[0,1] optim.lr=0.1")
     assert axes == [("views.strong", ["identity", "cutmix"]), ("seed", [0, 1]), ("optim.lr", [0.1])]
@@ -189,7 +189,7 @@ def test_parse_grid_and_point_names():
 
 def test_sweep_records_a_failure_continues_and_resume_reruns_only_unfinished(tmp_path):
     from kdlab.cli import main
-    from kdlab.sweep import Sweep
+    from kdlab.commands.sweep import Sweep
 
     config = tmp_path / "ce.yaml"
     config.write_text("data: {dataset: digits, crop_padding: 1, flip: false}\nstudent: {name: resnet8}\n"
@@ -224,7 +224,7 @@ def test_a_run_writes_its_report_by_default(tmp_path):
 
 
 def test_analyze_goes_through_the_shared_head_of_simkd(digits_teacher, tmp_path):
-    from kdlab.analysis import analyze_run
+    from kdlab.commands.analysis import analyze_run
 
     cfg = load_config(None, [*digits_overrides(tmp_path, 2), "student.name=resnet8", "method.name=simkd",
                              "teacher.name=resnet14", f"teacher.checkpoint={digits_teacher}"])  # fmt: skip

@@ -122,7 +122,7 @@ def test_crd_on_two_processes_updates_its_memory_with_the_whole_global_batch(tmp
 
 def test_sweep_runs_each_point_on_two_processes(tmp_path):
     from kdlab.cli import main
-    from kdlab.sweep import Sweep
+    from kdlab.commands.sweep import Sweep
 
     config = tmp_path / "ce.yaml"
     config.write_text("data: {dataset: digits, crop_padding: 1, flip: false}\nstudent: {name: resnet8}\n"

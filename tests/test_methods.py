@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import digits_overrides
 
+from kdlab.commands.export import export_run
 from kdlab.config import load_config
 from kdlab.experiment import evaluate_path, load_trained, train
-from kdlab.export import export_run
 from kdlab.methods import METHODS
 from kdlab.models import create_model
 from kdlab.views import Normalize
@@ -91,7 +91,7 @@ def test_crd_negatives_are_of_other_classes_and_uniform():
 
 
 def test_feature_method_takes_teacher_labelled_kd_on_the_strong_view_only_when_asked(digits_teacher, tmp_path):
-    run_dir, _ = train(_cfg(tmp_path, digits_teacher, "at", 1, "views.strong=cutmix", "method.strong_kd_weight=0.9"),
+    run_dir, _ = train(_cfg(tmp_path, digits_teacher, "at", 1, "views.strong=cutmix", "method.strong_weight=0.9"),
                        log=lambda _: None)  # fmt: skip
     record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["train_kd_strong"] > 0 and "train_kd" not in record  # kd_weight stays 0 on x

@@ -100,7 +100,7 @@ def test_full_disk_or_refused_write_stops_clearly_and_keeps_the_previous_checkpo
 
 
 def test_run_folder_and_export_hold_no_absolute_paths(tmp_path, digits_teacher):
-    from kdlab.export import export_run
+    from kdlab.commands.export import export_run
 
     # Everything given as an absolute path: output folder, teacher checkpoint, cache.
     cfg = load_config(None, [*DIGITS, "student.name=resnet8", "method.name=kd", "schedule.epochs=1",

@@ -115,7 +115,7 @@ def test_strength_zero_keeps_x_and_strength_is_a_probability():
 def test_unknown_view_and_param_are_clear_errors():
     with pytest.raises(ConfigError, match="did you mean: cutmix"):
         build_view("cutmx", {}, 32)
-    with pytest.raises(ConfigError, match="did you mean: views.alpha"):
+    with pytest.raises(ConfigError, match=r"did you mean: views\.params\.alpha\?"):
         build_view("mixup", {"alhpa": 2}, 32)
 
 
@@ -127,12 +127,15 @@ def test_cutmix_pick_keeps_exactly_the_top_scored_candidates():
     pipeline = ViewPipeline(StandardView("none", 32), Normalize((0.0,) * 3, (1.0,) * 3), pick).train()
     seen = {}
 
-    def scorer(candidates):
+    def scorer(candidates, request):
+        assert request.kind == "kld"
         seen["pool"] = candidates.clone()
         return candidates.mean((1, 2, 3)), [candidates.mean((2, 3))]  # score = mean pixel value
 
+    assert pipeline.needs_scores
+    pipeline.attach_scorer(scorer)
     u8 = (x01 * 255).round().to(torch.uint8)
-    batch = pipeline(u8, torch.arange(b), torch.arange(b), torch.Generator().manual_seed(0), scorer)
+    batch = pipeline(u8, torch.arange(b), torch.arange(b), torch.Generator().manual_seed(0))
     pool_scores = seen["pool"].mean((1, 2, 3))
     assert seen["pool"].shape[0] == 3 * b
     top = pool_scores.sort(descending=True).values[:5]
@@ -201,7 +204,7 @@ def test_cutmix_with_mixed_label_ce_baseline_runs(digits_teacher, tmp_path):
 
 
 def test_tstddev_command_on_digits(digits_teacher, tmp_path):
-    from kdlab.tstddev import run_tstddev
+    from kdlab.commands.tstddev import run_tstddev
 
     cfg = load_config(
         None,

@@ -7,10 +7,10 @@ import torch
 from conftest import digits_overrides
 from safetensors.torch import load_file
 
+from kdlab.commands.export import export_run
 from kdlab.config import load_config
 from kdlab.errors import ConfigError, KdlabError, NonFiniteLossError
 from kdlab.experiment import evaluate_path, train
-from kdlab.export import export_run
 from kdlab.io import atomic_write
 from kdlab.losses import cross_entropy
 from kdlab.methods.base import Distiller, register_method

@@ -1,6 +1,6 @@
-"""The training loop: schedule, checkpoint/resume, metrics and logging."""
+"""The training loop (Trainer), its parts, schedule, checkpoints and resume."""
 
 from kdlab.engine.schedule import LRSchedule
-from kdlab.engine.trainer import Trainer
+from kdlab.engine.trainer import Trainer, TrainingParts
 
-__all__ = ["LRSchedule", "Trainer"]
+__all__ = ["LRSchedule", "Trainer", "TrainingParts"]

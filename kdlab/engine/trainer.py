@@ -1,4 +1,6 @@
-"""The Trainer: epochs of (standard view → method → backward → SGD), evaluation, checkpoints, resume.
+"""The Trainer: epochs of (views → method → backward → SGD), evaluation and accounting. It receives its
+parts (views, loaders, optimiser, schedule, random streams) from the experiment layer; checkpoints and
+resume live in `checkpointing.py`.
 
 Hot path: everything inside a step is tensor code on the device. Running sums of the loss terms, the
 correct-prediction count and a non-finite-loss flag stay on the device and are read once per
@@ -10,24 +12,24 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from kdlab.config import RunConfig, portable_paths, to_dict
-from kdlab.data import ImageDataset, IndexBatches, make_loader
+from kdlab.config import RunConfig, portable_paths
+from kdlab.data import IndexBatches
+from kdlab.engine.checkpointing import Checkpointer, Progress
 from kdlab.engine.distributed import Distributed
 from kdlab.engine.schedule import LRSchedule
-from kdlab.engine.state import load_training_state, optimizer_from_flat, save_training_state
-from kdlab.errors import CheckpointError, ConfigError, NonFiniteLossError
+from kdlab.errors import NonFiniteLossError
 from kdlab.faults import crash_point
-from kdlab.io import atomic_write_json, atomic_write_text
+from kdlab.io import atomic_write_json
 from kdlab.methods.base import Distiller
-from kdlab.views import Normalize, StandardView, ViewPipeline, build_view, to_unit
-from kdlab.views.pick import CutMixPick
+from kdlab.typed_config import to_dict
+from kdlab.views import ViewPipeline, to_unit
 
 
 @dataclass
@@ -37,7 +39,6 @@ class EvalResult:
     acc: float
     loss: float
     agreement: float | None = None
-    logits: torch.Tensor | None = field(default=None, repr=False)
 
 
 def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -47,14 +48,32 @@ def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractConte
     return contextlib.nullcontext()
 
 
+@dataclass
+class TrainingParts:
+    """What the Trainer runs, built by the experiment layer: the views, the loaders (train shuffled by
+    `generator`), the optimiser and its schedule, and the random streams (`generator`: the sample order, the
+    same in every process; `view_generator`: augmentation draws, one stream per process)."""
+
+    views: ViewPipeline
+    train_loader: IndexBatches
+    test_loader: IndexBatches
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    generator: torch.Generator
+    view_generator: torch.Generator
+
+
 class Trainer:
-    """Runs one training run of `method` on `data` into `run_dir` as configured by `cfg`."""
+    """Runs one training run of `method` with `parts` into `run_dir`: the loop, evaluation and accounting.
+    `cfg` gives the engine settings and is recorded in checkpoints; `data_info` (classes, mean/std, image
+    shape) too."""
 
     def __init__(
         self,
         cfg: RunConfig,
         method: Distiller,
-        data: ImageDataset,
+        parts: TrainingParts,
+        data_info: dict[str, Any],
         run_dir: Path,
         device: torch.device,
         log: Callable[[str], None] = print,
@@ -63,73 +82,24 @@ class Trainer:
         self.cfg = cfg
         self.dist = dist or Distributed()
         self.device = device
-        self.method = method.to(device)
-        self.data = data
+        self.method = method
+        self.data_info = data_info
         self.run_dir = Path(run_dir)
         self.log = log
-        eng = cfg.engine
-        self.memory_format = torch.channels_last if eng.channels_last else torch.contiguous_format
-        if eng.channels_last:
-            self.method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        if eng.teacher_amp == "bf16":
-            for i in range(len(method.teachers)):
-                method.teacher(i).set_inference_precision(torch.bfloat16)
-        if eng.sync_bn:
-            if device.type != "cuda":
-                raise ConfigError("engine.sync_bn needs CUDA (PyTorch's SyncBatchNorm runs on GPUs only)")
-            method.student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method.student)
-        self.views = build_pipeline(cfg, data).to(device)
-        self.scorer = None
-        if isinstance(self.views.strong, CutMixPick):
-            pp = self.views.strong.params
-            self.views.strong.n_pick(cfg.data.batch_size)  # n_pick > pool is a config error, now
-            if not method.teachers and pp.score != "student_entropy":
-                raise ConfigError(f"cutmix_pick with score={pp.score} needs a teacher")
-            self.scorer = lambda x: method.score_candidates(x, pp.score, pp.temperature, pp.bn_update_compat)
-        self.generator = torch.Generator(device=device)  # the sample order: the same in every process
-        self.generator.manual_seed(cfg.seed)
-        self.view_generator = self.generator  # augmentation draws: one stream per process
-        if self.dist.active:
-            self.view_generator = torch.Generator(device=device)
-            self.view_generator.manual_seed(cfg.seed + 1_000_003 * (self.dist.rank + 1))
-        self.train_loader = make_loader(
-            data, "train", cfg.data.batch_size, device, True, cfg.data.drop_last, self.generator,
-            shard=(self.dist.rank, self.dist.world), workers=cfg.data.workers,
-        )  # fmt: skip
-        self.test_loader = make_loader(data, "test", cfg.data.eval_batch_size, device, False, workers=cfg.data.workers)
-        if method.needs_train_labels:
-            method.attach_train_labels(self.train_loader.labels, self.generator)
-        groups = method.param_groups()
-        self.lr = cfg.optim.lr
-        if cfg.optim.lr_ref_batch:
-            self.lr = cfg.optim.lr * cfg.data.batch_size / cfg.optim.lr_ref_batch
-        self.optimizer = torch.optim.SGD(
-            groups,
-            lr=self.lr,
-            momentum=cfg.optim.momentum,
-            weight_decay=cfg.optim.weight_decay,
-            nesterov=cfg.optim.nesterov,
-        )
-        if self.dist.active:  # every optimiser step (ATSC's bias step too) first averages gradients
-            self.optimizer.register_step_pre_hook(lambda opt, *_: self.dist.average_gradients(opt))
-        self.schedule = LRSchedule(cfg.schedule, self.lr)
+        self.views = parts.views
+        self.train_loader, self.test_loader = parts.train_loader, parts.test_loader
+        self.optimizer, self.schedule = parts.optimizer, parts.schedule
+        self.view_generator = parts.view_generator
+        self.memory_format = torch.channels_last if cfg.engine.channels_last else torch.contiguous_format
         self.epochs = self.schedule.epochs
-        sched = cfg.schedule
-        if sched.kind == "multistep" and sched.milestones and min(sched.milestones) >= sched.epochs:
-            log(
-                f"warning: schedule.milestones {list(sched.milestones)} are all ≥ schedule.epochs={sched.epochs}: "
-                "the learning rate never decays (scale them, use schedule.epoch_factor, or schedule.kind=cosine)"
-            )
-        self.skip_nonfinite = eng.nonfinite == "skip"
+        self.skip_nonfinite = cfg.engine.nonfinite == "skip"
         self.skipped: list[torch.Tensor] = []  # loss terms of the steps skipped this epoch (skip mode)
-        self._term_names: list[str] = []
-        self.step_fn = self._train_step
-        if eng.compile:
-            self.step_fn = torch.compile(self._train_step)
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        self.best_acc = -1.0
-        self.best_epoch = 0
-        self.start_epoch = 1
+        self.term_names: list[str] = []
+        self.step_fn = torch.compile(self._train_step) if cfg.engine.compile else self._train_step
+        self.checkpoints = Checkpointer(
+            run_dir, method, parts.optimizer, parts.generator, parts.view_generator, device, self.dist, log
+        )
+        self.progress = Progress()
         self.teacher_eval: list[EvalResult] = []
         self._teacher_test_logits: torch.Tensor | None = None
 
@@ -153,7 +123,7 @@ class Trainer:
         agreement = None
         if self._teacher_test_logits is not None:
             agreement = (pred == self._teacher_test_logits.argmax(1)).sum().item() / n * 100
-        return EvalResult(acc, loss, agreement, logits)
+        return EvalResult(acc, loss, agreement)
 
     def evaluate_teachers(self) -> list[EvalResult]:
         """Test accuracy of every teacher (done once, before training); caches the ensemble's test logits."""
@@ -185,14 +155,14 @@ class Trainer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step. Returns (loss terms (T,), correct count) as device tensors, no host sync."""
         with autocast_context(self.device, self.cfg.engine.amp):
-            batch = self.views(images, labels, index, self.view_generator, self.scorer, self.memory_format)
+            batch = self.views(images, labels, index, self.view_generator, self.memory_format)
             batch.epoch = epoch
             logits, terms = self.method.forward_train(batch)
         values = torch.stack([t.float() for t in terms.values()])
         loss = values.sum()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self._term_names = list(terms)
+        self.term_names = list(terms)
         if self.skip_nonfinite and self.dist.any(~torch.isfinite(values).all()):  # host sync: only in skip mode
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped.append(values.detach().cpu())
@@ -253,7 +223,7 @@ class Trainer:
             sums, correct = self.dist.sum(sums), self.dist.sum(correct)
             seen = int(self.dist.sum(torch.tensor(seen, device=self.device)))
         means = (sums / seen).tolist()
-        out = {f"train_{n}": v for n, v in zip(self._term_names, means)}
+        out = {f"train_{n}": v for n, v in zip(self.term_names, means)}
         out["train_loss"] = sum(means)
         out["train_acc"] = correct.item() / seen * 100
         out.update(self.views.pop_stats())
@@ -263,7 +233,7 @@ class Trainer:
 
     def _report_skipped(self, epoch: int, steps: int, seen: int) -> None:
         bad = torch.stack(self.skipped)
-        names = [n for n, b in zip(self._term_names, (~torch.isfinite(bad)).any(0).tolist()) if b]
+        names = [n for n, b in zip(self.term_names, (~torch.isfinite(bad)).any(0).tolist()) if b]
         if seen == 0:
             raise NonFiniteLossError(
                 f"every step of epoch {epoch} had a non-finite loss (terms: {', '.join(names)}); training stopped, "
@@ -277,8 +247,8 @@ class Trainer:
         step = int(first_bad)
         if step < 0:
             return
-        names = [n for n, bad in zip(self._term_names, bad_terms.tolist()) if bad] if bad_terms is not None else []
-        last = self.ckpt_dir / "last.safetensors"
+        names = [n for n, bad in zip(self.term_names, bad_terms.tolist()) if bad] if bad_terms is not None else []
+        last = self.checkpoints.last
         kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
         raise NonFiniteLossError(
             f"loss became non-finite at step {step} (terms: {', '.join(names) or 'total'}); training stopped, "
@@ -287,108 +257,47 @@ class Trainer:
             names,
         )
 
-    # ------------------------------------------------------------------------------------------ state
-
-    def _data_info(self) -> dict[str, Any]:
-        d = self.data
-        return {
-            "name": d.name,
-            "num_classes": d.num_classes,
-            "image_shape": list(d.image_shape),
-            "mean": list(d.mean),
-            "std": list(d.std),
-            "classes": d.classes,
-        }
-
-    def _rng_state(self) -> dict[str, torch.Tensor]:
-        state = {"data": self.generator.get_state(), "torch": torch.get_rng_state()}
-        if self.dist.active:  # every process's augmentation and torch streams, gathered to the writer
-            for r, st in enumerate(self.dist.gather(self.view_generator.get_state().to(self.device))):
-                state[f"views{r}"] = st.cpu()
-            for r, st in enumerate(self.dist.gather(torch.get_rng_state().to(self.device))):
-                state[f"torch{r}"] = st.cpu()
-        if self.device.type == "cuda":
-            state["cuda"] = torch.cuda.get_rng_state(self.device)
-        return state
+    # ------------------------------------------------------------------------------------------ checkpoints
 
     def save_checkpoint(self, name: str, epoch: int, result: EvalResult | None, full: bool) -> None:
-        meta: dict[str, Any] = {
-            "format": "kdlab-checkpoint-v1",
-            "epoch": epoch,
-            "epochs": self.epochs,
-            "test_acc": result.acc if result else None,
-            "best_acc": self.best_acc,
-            "best_epoch": self.best_epoch,
-            "config": to_dict(portable_paths(self.cfg)),
-            "data": self._data_info(),
-            "teacher_test_acc": [r.acc for r in self.teacher_eval],
-        }
-        # Both may be collectives (the gathered RNG streams; CRD's pending memory update): every process
-        # takes part, rank 0 writes.
-        model_state = self.method.checkpoint_state()
-        rng = self._rng_state() if full else {}
-        if not self.dist.is_main:
-            return
-        save_training_state(
-            self.ckpt_dir / f"{name}.safetensors",
-            model_state,
-            self.optimizer if full else None,
-            rng,
-            meta,
+        self.checkpoints.save(
+            name,
+            {
+                "epoch": epoch,
+                "epochs": self.epochs,
+                "test_acc": result.acc if result else None,
+                "best_acc": self.progress.best_acc,
+                "best_epoch": self.progress.best_epoch,
+                "config": to_dict(portable_paths(self.cfg)),
+                "data": self.data_info,
+                "teacher_test_acc": [r.acc for r in self.teacher_eval],
+            },
+            full,
         )
 
-    def resume(self) -> None:
-        """Continue from checkpoints/last.safetensors: weights, optimiser, RNG, epoch, best so far."""
-        for tmp in [*self.run_dir.glob(".tmp-*"), *self.ckpt_dir.glob(".tmp-*")] if self.dist.is_main else []:
-            tmp.unlink()  # a write cut short by a kill; the file it was replacing is intact
-        path = self.ckpt_dir / "last.safetensors"
-        if not path.is_file():  # killed during the first epoch: nothing to keep, start over in this folder
-            self.log("no checkpoint yet (the run stopped in its first epoch): starting again from epoch 1")
-            self._truncate_metrics(0)
-            return
-        model, tensors, meta = load_training_state(path)
-        self.method.load_checkpoint_state(model)
-        optimizer_from_flat(self.optimizer, tensors, meta["optimizer"])
-        self.generator.set_state(tensors["rng.data"])
-        if self.dist.active:
-            key = f"rng.views{self.dist.rank}"
-            if key not in tensors:
-                raise CheckpointError(f"cannot resume on {self.dist.world} processes: {path} was written by fewer")
-            self.view_generator.set_state(tensors[key])
-            torch.set_rng_state(tensors[f"rng.torch{self.dist.rank}"])
-        torch.set_rng_state(tensors["rng.torch"])
-        if "rng.cuda" in tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        self.start_epoch = int(meta["epoch"]) + 1
-        self.best_acc = float(meta["best_acc"])
-        self.best_epoch = int(meta["best_epoch"])
-        self._truncate_metrics(int(meta["epoch"]))
-
-    def _truncate_metrics(self, epoch: int) -> None:
-        """Drop metric lines of epochs after the checkpoint (written before a kill, to be redone)."""
-        path = self.run_dir / "metrics.jsonl"
-        if self.dist.is_main and path.is_file():
-            lines = path.read_text().splitlines()
-            keep = [ln for ln in lines if (e := _epoch_of(ln)) is not None and e <= epoch]
-            atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+    def step_terms(self) -> dict[str, float]:
+        """One training step on the first training batch → its named loss terms (host floats): a dry run."""
+        batch = next(iter(self.train_loader))
+        values, _ = self._train_step(batch.images, batch.labels, batch.index, 0.0)
+        return dict(zip(self.term_names, values.tolist(), strict=True))
 
     # ------------------------------------------------------------------------------------------ the loop
 
     def fit(self, resume: bool = False, stop_after_epoch: int | None = None, progress: Any = None) -> dict[str, Any]:
         """Train to the last epoch (or `stop_after_epoch`), writing metrics, checkpoints and summary.json."""
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoints.dir.mkdir(parents=True, exist_ok=True)
         teachers = self.evaluate_teachers()
         for i, r in enumerate(teachers):
             self.log(f"teacher {i}: test acc {r.acc:.2f}%  loss {r.loss:.3f}")
         if resume:
-            self.resume()
-            if self.start_epoch > 1:
-                self.log(f"resuming at epoch {self.start_epoch}/{self.epochs}")
+            self.progress = self.checkpoints.resume()
+            if self.progress.start_epoch > 1:
+                self.log(f"resuming at epoch {self.progress.start_epoch}/{self.epochs}")
         last_eval: EvalResult | None = None
         t_start = time.perf_counter()
         end = self.epochs if stop_after_epoch is None else min(self.epochs, stop_after_epoch)
         task = None
-        for epoch in range(self.start_epoch, end + 1):
+        for epoch in range(self.progress.start_epoch, end + 1):
             if progress is not None:
                 task = progress.add_task(
                     f"epoch {epoch}/{self.epochs}", total=len(self.train_loader), loss=float("nan")
@@ -405,8 +314,8 @@ class Trainer:
                 record.update({"test_acc": last_eval.acc, "test_loss": last_eval.loss})
                 if last_eval.agreement is not None:
                     record["agreement"] = last_eval.agreement
-                if last_eval.acc > self.best_acc:
-                    self.best_acc, self.best_epoch = last_eval.acc, epoch
+                if last_eval.acc > self.progress.best_acc:
+                    self.progress.best_acc, self.progress.best_epoch = last_eval.acc, epoch
                     self.save_checkpoint("best", epoch, last_eval, full=False)
             record.update(self.method.epoch_report())
             record["epoch_time_s"] = time.perf_counter() - t0
@@ -434,8 +343,8 @@ class Trainer:
             "epochs_done": lines[-1]["epoch"] if lines else 0,
             "epochs": self.epochs,
             "last_epoch_test_acc": last.get("test_acc"),
-            "best_test_acc": self.best_acc if self.best_acc >= 0 else None,
-            "best_epoch": self.best_epoch or None,
+            "best_test_acc": self.progress.best_acc if self.progress.best_acc >= 0 else None,
+            "best_epoch": self.progress.best_epoch or None,
             "last_test_loss": last.get("test_loss"),
             "last_agreement": last.get("agreement"),
             "last_train_acc": lines[-1]["train_acc"] if lines else None,
@@ -443,14 +352,6 @@ class Trainer:
             "train_seconds_this_session": round(seconds, 2),
             "mean_images_per_s": sum(ln["images_per_s"] for ln in lines) / len(lines) if lines else None,
         }
-
-
-def _epoch_of(line: str) -> int | None:
-    """The epoch of a metrics.jsonl line; None for a blank line or one cut short by a kill."""
-    try:
-        return int(json.loads(line)["epoch"])
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 def _epoch_line(r: dict[str, Any], epochs: int) -> str:
@@ -461,14 +362,3 @@ def _epoch_line(r: dict[str, Any], epochs: int) -> str:
         parts.append(f"agree {r['agreement']:.1f}%")
     parts.append(f"{r['images_per_s']:.0f} img/s")
     return "  ".join(parts)
-
-
-def build_pipeline(cfg: RunConfig, data: ImageDataset) -> ViewPipeline:
-    """The configured standard view, optional strong view and normalisation for `data`."""
-    size = data.image_shape[1]
-    standard = StandardView(cfg.views.standard, size, cfg.data.crop_padding, cfg.data.flip)
-    strong = None
-    if cfg.views.strong:
-        params = {"strength": cfg.views.strength, "per_batch_compat": cfg.views.per_batch_compat, **cfg.views.params}
-        strong = build_view(cfg.views.strong, params, size)
-    return ViewPipeline(standard, Normalize(data.mean, data.std), strong)

@@ -36,6 +36,7 @@ from kdlab.methods.base import Distiller, Teacher, register_method
 from kdlab.methods.shared_head import Projector
 from kdlab.metrics.attention import class_summed_map
 from kdlab.models.features import FeatureExtractor, get_module
+from kdlab.typed_config import bounded
 from kdlab.views import TrainBatch
 
 
@@ -45,18 +46,14 @@ class ATSCParams:
     anchor_weight: float = 1.0  # w: 1 on CIFAR, 10 on ImageNet
     ce_weight: float = 0.0  # c: CE on the student's own head (0 in the published recipe)
     kd_weight: float = 0.0  # d: KD on the student's own head (0 in the published recipe)
-    temperature: float = 4.0
-    factor: int = 2
+    temperature: float = bounded(4.0, gt=0)
+    factor: int = bounded(2, ge=1)
     adapt: bool = True  # false: frozen teachers, i.e. SimKD
     bias_step: bool = True  # the second step: CE of the re-run teacher on the shared classifier's bias
     # Guards against the adaptive teacher drifting away (kdlab's options, off in the published recipe):
     anchor_bn: bool = False  # anchor the teachers' BatchNorm weights and biases to θ₀ too
-    teacher_lr_scale: float = 1.0  # the teachers' learning rate relative to the student's
+    teacher_lr_scale: float = bounded(1.0, ge=0)  # the teachers' learning rate relative to the student's
     teacher_bn_eval: bool = False  # teachers' BatchNorm layers use (and keep) their running statistics
-
-    def __post_init__(self) -> None:
-        if self.factor < 1 or self.temperature <= 0 or self.teacher_lr_scale < 0:
-            raise ConfigError("atsc needs factor ≥ 1, temperature > 0 and teacher_lr_scale ≥ 0")
 
 
 @register_method("atsc", "ATSC: projector + adaptive teacher classifier; β·MSE + w·‖θ−θ₀‖², bias step")
@@ -181,7 +178,7 @@ class ATSC(Distiller):
 
     def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p: ATSCParams = self.params
-        views = [batch.x] if batch.x_strong is None else [batch.x, batch.x_strong]
+        views = batch.views()
         x_all = torch.cat(views) if len(views) > 1 else views[0]
         grad = torch.enable_grad() if p.adapt else torch.no_grad()
         with grad:

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.config import from_dict, to_dict
 from kdlab.errors import ConfigError
 from kdlab.registry import Registry
-from kdlab.views.base import MixInfo
+from kdlab.typed_config import from_dict, to_dict
+from kdlab.views.base import MixInfo, ScoreRequest
 from kdlab.views.pipeline import TrainBatch
 
 
@@ -36,13 +36,40 @@ def mixed_cross_entropy(logits: torch.Tensor, y: torch.Tensor, mix: MixInfo | No
 EnsembleMode = Literal["per_teacher", "mean_logits"]
 
 
+@dataclass
+class TeacherLogits:
+    """Each teacher's logits on the standard view x (B, K) and, when asked for and present, on the strong view
+    x' (B', K); `strong` is None otherwise."""
+
+    x: list[torch.Tensor]
+    strong: list[torch.Tensor] | None
+
+
+def over_views(fn: Callable[[torch.Tensor], Any], views: list[torch.Tensor]) -> list[Any]:
+    """fn applied once to the concatenated views, its output (a tensor, or a tuple/list of tensors and lists of
+    tensors, split along dim 0) returned per view. For models whose batch composition changes nothing (eval
+    mode); a training student runs each view on its own, as its BatchNorm statistics differ."""
+    if len(views) == 1:
+        return [fn(views[0])]
+    sizes = [v.shape[0] for v in views]
+
+    def split(out: Any) -> list[Any]:
+        if isinstance(out, torch.Tensor):
+            return list(out.split(sizes))
+        parts = [split(o) for o in out]  # [field][view]
+        return [type(out)(p[i] for p in parts) for i in range(len(views))]
+
+    return split(fn(torch.cat(views)))
+
+
 def ensemble_loss(
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     logits_s: torch.Tensor,
     teacher_logits: list[torch.Tensor],
     mode: EnsembleMode = "per_teacher",
 ) -> torch.Tensor:
-    """A logit loss against several teachers: `per_teacher` = mean over teachers of loss(s, t_i) (paper C);
+    """A logit loss against several teachers: `per_teacher` = mean over teachers of loss(s, t_i) (Guo et al.,
+    "Why does Knowledge Distillation work? Rethink its attention and fidelity mechanism", arXiv 2405.00739);
     `mean_logits` = loss(s, mean_i t_i), distilling the averaged ensemble. (B, K) logits → scalar.
     With one teacher both are loss(s, t)."""
     if mode == "mean_logits" or len(teacher_logits) == 1:
@@ -160,36 +187,38 @@ class Distiller(nn.Module):
         return t
 
     @torch.no_grad()
-    def teacher_logits(self, *views: torch.Tensor) -> list[list[torch.Tensor]]:
-        """Each teacher's logits on each view, from one forward per teacher over the concatenated views
-        (teachers are in eval mode, so concatenating changes nothing). → [teacher][view] (B_v, K)."""
-        sizes = [v.shape[0] for v in views]
-        joined = torch.cat(views) if len(views) > 1 else views[0]
-        return [list(t(joined).split(sizes)) for t in self.teachers]
+    def teacher_views(self, batch: TrainBatch, strong: bool = True) -> TeacherLogits:
+        """Each teacher's logits on x and (when `strong` and the batch has x') on x'. Logits the strong view
+        already computed (CutMixPick's scoring) are reused; otherwise one forward per teacher runs over x and
+        x' together (frozen teachers are in eval mode, so concatenating changes nothing)."""
+        if not strong or batch.x_strong is None:
+            return TeacherLogits([t(batch.x) for t in self.teachers], None)
+        if batch.teacher_strong is not None:
+            return TeacherLogits([t(batch.x) for t in self.teachers], batch.teacher_strong)
+        per_teacher = [over_views(t, [batch.x, batch.x_strong]) for t in self.teachers]
+        return TeacherLogits([v[0] for v in per_teacher], [v[1] for v in per_teacher])
 
     @torch.no_grad()
     def score_candidates(
-        self, x: torch.Tensor, kind: str, temperature: float, bn_update: bool
+        self, x: torch.Tensor, request: ScoreRequest
     ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-        """CutMixPick scores of candidates x (P, C, H, W) → (scores (P,), teacher logits per teacher).
-
-        `kld`: per-sample KL(softmax(t/τ) ‖ softmax(s/τ)) with the teacher ensemble's mean logits (no τ²);
-        `teacher_entropy` / `student_entropy`: entropy of softmax at T=1. The student scores in eval mode
-        unless `bn_update` (the released code's train-mode scoring, which updates BN statistics)."""
+        """Scores of candidates x (P, C, H, W), normalised → (scores (P,), teacher logits per teacher or None),
+        as `request` asks (see ScoreRequest). The student scores in eval mode unless `request.bn_update` (the
+        released code's train-mode scoring, which updates BN statistics)."""
         t_logits = [t(x) for t in self.teachers] if self.teachers else None
-        if kind == "teacher_entropy":
+        if request.kind == "teacher_entropy":
             assert t_logits is not None
             return entropy(torch.stack(t_logits).mean(0)), t_logits
         was_training = self.student.training
-        self.student.train(bn_update)
+        self.student.train(request.bn_update)
         s = self.student(x).float()
         self.student.train(was_training)
-        if kind == "student_entropy":
+        if request.kind == "student_entropy":
             return entropy(s), t_logits
         assert t_logits is not None
         t = torch.stack(t_logits).mean(0).float()
-        log_pt = F.log_softmax(t / temperature, 1)
-        log_ps = F.log_softmax(s / temperature, 1)
+        log_pt = F.log_softmax(t / request.temperature, 1)
+        log_ps = F.log_softmax(s / request.temperature, 1)
         return (log_pt.exp() * (log_pt - log_ps)).sum(1), t_logits
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -256,6 +285,8 @@ def resolve_method_params(method_cfg: dict[str, Any]) -> tuple[str, Any]:
     """`{'name': 'kd', 'temperature': 4, …}` → ('kd', KDParams(...)); unknown keys fail with suggestions."""
     cfg = dict(method_cfg)
     name = cfg.pop("name", None)
+    if "strong_kd_weight" in cfg:  # the x' weight's name in run folders written before 2026-12-04
+        cfg.setdefault("strong_weight", cfg.pop("strong_kd_weight"))
     if not isinstance(name, str):
         raise ConfigError("method.name must be set (e.g. method.name=kd)")
     entry = METHODS.get(name)

@@ -12,8 +12,9 @@ from torch import nn
 
 from kdlab.errors import ConfigError
 from kdlab.losses import cross_entropy, kd
-from kdlab.methods.base import register_method
+from kdlab.methods.base import over_views, register_method
 from kdlab.methods.feature_base import FeatureDistiller, pooled
+from kdlab.typed_config import bounded
 from kdlab.views import TrainBatch
 
 
@@ -143,16 +144,12 @@ class CRDParams:
     ce_weight: float = 1.0
     kd_weight: float = 0.0  # CRD+KD in the paper: 1.0
     feat_weight: float = 0.8  # β
-    temperature: float = 4.0  # KD temperature (for kd_weight and the strong view)
-    nce_k: int = 16384
-    nce_t: float = 0.07
-    nce_m: float = 0.5
-    embed_dim: int = 128
+    temperature: float = bounded(4.0, gt=0)  # KD temperature (for kd_weight and the strong view)
+    nce_k: int = bounded(16384, ge=1)
+    nce_t: float = bounded(0.07, gt=0)
+    nce_m: float = bounded(0.5, ge=0, lt=1)
+    embed_dim: int = bounded(128, ge=1)
     strong_weight: float = 0.9  # teacher-labelled KD on x' (a strong view has no single memory index)
-
-    def __post_init__(self) -> None:
-        if self.nce_k < 1 or self.nce_t <= 0 or not 0 <= self.nce_m < 1:
-            raise ConfigError("crd needs nce_k ≥ 1, nce_t > 0 and 0 ≤ nce_m < 1")
 
 
 @register_method("crd", "CRD: ce + β·NCE contrast with a memory bank, β=0.8, K=16384, τ=0.07")
@@ -194,11 +191,11 @@ class CRD(FeatureDistiller):
     def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p: CRDParams = self.params
         assert self.contrast is not None, "attach_train_labels must be called before training"
-        views = [batch.x] if batch.x_strong is None else [batch.x, batch.x_strong]
-        sizes = [v.shape[0] for v in views]
-        t_logits_all, t_feats_all = self.teacher_features(torch.cat(views) if len(views) > 1 else views[0])
-        t_logits = t_logits_all.split(sizes)
-        t_feat = t_feats_all[0].split(sizes)[0]
+        # x' needs only the teacher's logits: reused when the view computed them, else one joint forward
+        reuse = batch.teacher_strong is not None
+        teacher = over_views(self.teacher_features, [batch.x] if reuse else batch.views())
+        t_logits = [out[0] for out in teacher] + (list(batch.teacher_strong or []) if reuse else [])
+        t_feat = teacher[0][1][0]
         logits, s_feats = self.student_features(batch.x)
         negatives = self.contrast.sample_negatives(batch.y, self.generator)
         out_s, out_t = self.contrast(

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 from kdlab.errors import ConfigError
 from kdlab.losses import cross_entropy, kd
-from kdlab.methods.base import Distiller
+from kdlab.methods.base import Distiller, over_views
 from kdlab.models.features import FeatureExtractor
+from kdlab.typed_config import bounded
 from kdlab.views import TrainBatch
 
 
@@ -22,15 +23,12 @@ class FeatureParams:
 
     ce_weight: float = 1.0
     kd_weight: float = 0.0
-    temperature: float = 4.0
+    temperature: float = bounded(4.0, gt=0)
     feat_weight: float = 1.0
-    # KD weight on a strong view x' (default: kd_weight). The feature loss always applies to x' too; with the
-    # recipe's kd_weight = 0, x' gets no teacher-label KL unless this is set (0.9: paper A's TL term).
-    strong_kd_weight: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise ConfigError(f"method.temperature must be > 0, got {self.temperature}")
+    # Weight of the teacher-labelled KD term on a strong view x' (default: kd_weight). The feature loss always
+    # applies to x' too; with the recipe's kd_weight = 0, x' gets no KD term unless this is set (0.9: the TL
+    # term of Wang et al., arXiv 2012.02909).
+    strong_weight: float | None = None
 
 
 def _paths(taps: dict[str, str], roles: tuple[str, ...], who: str) -> list[str]:
@@ -89,23 +87,21 @@ class FeatureDistiller(Distiller):
 
     def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p: FeatureParams = self.params
-        views = [batch.x] if batch.x_strong is None else [batch.x, batch.x_strong]
-        sizes = [v.shape[0] for v in views]
-        t_logits_all, t_feats_all = self.teacher_features(torch.cat(views) if len(views) > 1 else views[0])
-        t_logits = t_logits_all.split(sizes)
-        t_feats = list(zip(*[f.split(sizes) for f in t_feats_all]))  # [view][role]
+        views = batch.views()
+        teacher = over_views(self.teacher_features, views)  # [view] → (logits, [role])
         terms: dict[str, torch.Tensor] = {}
         logits = torch.empty(0)
         for i, v in enumerate(views):
             s_logits, s_feats = self.student_features(v)
+            t_logits, t_feats = teacher[i]
             suffix = "" if i == 0 else "_strong"
             if i == 0:
                 logits = s_logits
                 terms["ce"] = p.ce_weight * cross_entropy(s_logits, batch.y)
-            w_kd = p.kd_weight if i == 0 or p.strong_kd_weight is None else p.strong_kd_weight
+            w_kd = p.kd_weight if i == 0 or p.strong_weight is None else p.strong_weight
             if w_kd:
-                terms["kd" + suffix] = w_kd * kd(s_logits, t_logits[i], p.temperature)
-            terms["feat" + suffix] = p.feat_weight * self.feature_loss(s_feats, list(t_feats[i]))
+                terms["kd" + suffix] = w_kd * kd(s_logits, t_logits, p.temperature)
+            terms["feat" + suffix] = p.feat_weight * self.feature_loss(s_feats, list(t_feats))
         return logits, terms
 
 

@@ -10,22 +10,19 @@ from torch import nn
 
 from kdlab.errors import ConfigError
 from kdlab.losses import align_spatial
-from kdlab.methods.base import register_method
+from kdlab.methods.base import over_views, register_method
 from kdlab.methods.feature_base import FeatureDistiller
 from kdlab.methods.shared_head import SharedHead
 from kdlab.metrics.attention import class_summed_map
 from kdlab.models.features import FeatureExtractor, get_module
+from kdlab.typed_config import bounded
 from kdlab.views import TrainBatch
 
 
 @dataclass
 class SimKDParams:
     feat_weight: float = 1.0  # β of MSE(proj(F_s), F_t)
-    factor: int = 2  # projector bottleneck factor f
-
-    def __post_init__(self) -> None:
-        if self.factor < 1:
-            raise ConfigError(f"method.factor must be ≥ 1, got {self.factor}")
+    factor: int = bounded(2, ge=1)  # projector bottleneck factor f
 
 
 @register_method("simkd", "SimKD: β·MSE(proj(F_s), F_t); predict with the frozen teacher classifier")
@@ -65,10 +62,8 @@ class SimKD(FeatureDistiller):
         return logits, class_summed_map(projected, self.head.classifier.weight)
 
     def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        views = [batch.x] if batch.x_strong is None else [batch.x, batch.x_strong]
-        sizes = [v.shape[0] for v in views]
-        _, t_feats = self.teacher_features(torch.cat(views) if len(views) > 1 else views[0])
-        t_maps = t_feats[0].split(sizes)
+        views = batch.views()
+        t_maps = [feats[0] for _, feats in over_views(self.teacher_features, views)]
         terms: dict[str, torch.Tensor] = {}
         logits = torch.empty(0)
         for i, v in enumerate(views):

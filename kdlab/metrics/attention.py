@@ -1,4 +1,5 @@
-"""Class-agnostic CAM attention masks and their intersection-over-union between models (paper C)."""
+"""Class-agnostic CAM attention masks and their intersection-over-union between models (Guo et al., "Why does
+Knowledge Distillation work? Rethink its attention and fidelity mechanism", arXiv 2405.00739)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ def class_summed_map(feature_map: torch.Tensor, fc_weight: torch.Tensor) -> torc
 def class_agnostic_cam(
     feature_map: torch.Tensor, fc_weight: torch.Tensor, size: tuple[int, int], threshold: float | None = 0.4
 ) -> torch.Tensor:
-    """Class-agnostic CAM of a batch (paper C): `class_summed_map` of the last stage's map (B, C, h, w) before
+    """Class-agnostic CAM of a batch (Guo et al., arXiv 2405.00739): `class_summed_map` of the last stage's map
+    (B, C, h, w) before
     global pooling and the final linear layer's weight (K, C), then `normalize_cam`."""
     return normalize_cam(class_summed_map(feature_map, fc_weight), size, threshold)
 

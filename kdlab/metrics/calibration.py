@@ -27,7 +27,8 @@ def reliability_bins(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15)
 
 def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
     """ECE (%) = Σ_b (n_b / N)·|acc_b − conf_b| over equal-width confidence bins (the standard, count-weighted
-    definition; paper C's released code averaged the bins unweighted, which over-weights sparse bins)."""
+    definition; the code released with Guo et al., arXiv 2405.00739, averaged the bins unweighted, which
+    over-weights sparse bins)."""
     r = reliability_bins(logits, labels, bins)
     n = sum(r["count"])
     gaps = [c * abs(a - f) for c, a, f in zip(r["count"], r["accuracy"], r["confidence"], strict=True)]

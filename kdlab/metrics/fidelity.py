@@ -1,4 +1,5 @@
-"""Student–teacher fidelity (paper C): top-1 agreement, KL, mutual information of top-1 labels, entropy.
+"""Student–teacher fidelity (Guo et al., "Why does Knowledge Distillation work? Rethink its attention and
+fidelity mechanism", arXiv 2405.00739): top-1 agreement, KL, mutual information of top-1 labels, entropy.
 
 All take logits (N, K) of the whole evaluated split (not per batch) and return Python floats."""
 
@@ -15,7 +16,7 @@ def agreement(logits_s: torch.Tensor, logits_t: torch.Tensor) -> float:
 
 
 def kl_divergence(logits_s: torch.Tensor, logits_t: torch.Tensor) -> float:
-    """Mean over samples of KL(p_S ‖ p_T) at T = 1 (nats), as paper C defines fidelity KL."""
+    """Mean over samples of KL(p_S ‖ p_T) at T = 1 (nats), as Guo et al. define fidelity KL."""
     log_ps = F.log_softmax(logits_s.double(), 1)
     log_pt = F.log_softmax(logits_t.double(), 1)
     return float((log_ps.exp() * (log_ps - log_pt)).sum(1).mean())
@@ -48,7 +49,7 @@ def knn_mutual_information(a: torch.Tensor, b: torch.Tensor, k: int = 3, seed: i
     """The k-NN estimator variant (nats): scikit-learn's `mutual_info_classif` (Ross 2014, k neighbours)
     between student labels a (N,), treated as a continuous feature (scikit-learn adds a tiny jitter to break
     ties), and teacher labels b (N,) as the discrete target. Biased low against the exact value for many
-    classes; reported because paper C reports it."""
+    classes; reported because Guo et al. report it."""
     from sklearn.feature_selection import mutual_info_classif
 
     x = a.double().numpy()[:, None]

@@ -2,8 +2,8 @@
 
 Module and parameter names are torchvision's (`conv1`, `bn1`, `layer1…4`, `downsample`, `fc`), so a torchvision
 state dict (e.g. the ImageNet weights as a `.pth` file on disk) loads unchanged — without torchvision installed.
-The paper-A ImageNet pair is resnet34_imagenet → resnet18_imagenet; paper B's is resnet50_imagenet →
-resnet18_imagenet."""
+The ImageNet pair of Wang et al. (arXiv 2012.02909) is resnet34_imagenet → resnet18_imagenet; that of Jang et
+al. (ATSC, arXiv 2406.08528) is resnet50_imagenet → resnet18_imagenet."""
 
 from __future__ import annotations
 

@@ -91,9 +91,6 @@ def _run_body(root: Path) -> str:
     if summary:
         keys = [k for k, v in summary.items() if not isinstance(v, dict | list)]
         parts += ["<h2>Summary</h2>", _table(["key", "value"], [[k, summary[k]] for k in keys])]
-        teachers = summary.get("teachers") or summary.get("teacher")
-        if teachers:
-            parts.append(f"<p class='muted'>teachers: {html.escape(json.dumps(teachers))}</p>")
     records = _read_metrics(root / "metrics.jsonl")
     if records:
         with tempfile.TemporaryDirectory() as tmp:

@@ -3,20 +3,24 @@
 A strong view maps a float batch in [0, 1] (B, C, H, W) to a ViewOutput: the new images and, for mixing
 views, which two source images each output came from and with what weight (for mixed-label baselines).
 Randomness is drawn per sample from the given torch.Generator unless `per_batch_compat` is set, which
-reproduces the released code's one-transform-per-batch behaviour (METHODS.md A)."""
+reproduces the one-transform-per-batch behaviour of the code released with Wang et al., "Knowledge
+Distillation Thrives on Data Augmentation" (arXiv 2012.02909).
+
+Views that pick among candidates by a score of the models being trained (CutMixPick) say so with
+`needs_scores`; the pipeline then hands them a `Scorer`, and nothing outside `views/` names them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
-from kdlab.config import from_dict
 from kdlab.errors import ConfigError
 from kdlab.registry import Registry
+from kdlab.typed_config import from_dict
 
 
 @dataclass
@@ -35,10 +39,33 @@ class MixInfo:
 
 @dataclass
 class ViewOutput:
-    """images: float (B', C, H, W) in [0, 1]; mix: MixInfo for mixing views, else None (output i ↔ input i)."""
+    """images: float (B', C, H, W) in [0, 1]; mix: MixInfo for mixing views, else None (output i ↔ input i).
+    teacher_logits: per teacher (B', K), when the view already ran the teachers on these images (scoring);
+    stats: per-step scalar tensors the pipeline averages over an epoch (e.g. `pick_ratio`)."""
 
     images: torch.Tensor
     mix: MixInfo | None = None
+    teacher_logits: list[torch.Tensor] | None = None
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+ScoreKind = Literal["kld", "teacher_entropy", "student_entropy"]
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """What a scoring view asks of the method: `kld` = per-sample KL(softmax(t/τ) ‖ softmax(s/τ)) with the
+    teachers' mean logits, no τ²; `teacher_entropy` / `student_entropy` = entropy of softmax at T = 1.
+    `bn_update`: score with the student in train mode (updates its BatchNorm statistics)."""
+
+    kind: ScoreKind = "kld"
+    temperature: float = 4.0
+    bn_update: bool = False
+
+
+# scorer(candidates, request) → (scores (P,), teacher logits on the candidates per teacher, or None).
+# The candidates are float [0, 1] images (P, C, H, W); the pipeline normalises them before the models see them.
+Scorer = Callable[[torch.Tensor, ScoreRequest], tuple[torch.Tensor, list[torch.Tensor] | None]]
 
 
 @dataclass
@@ -55,15 +82,24 @@ class ViewParams:
 
 
 class StrongView(nn.Module):
-    """Base class: subclasses implement `transform(x, g) -> ViewOutput` for every sample of x."""
+    """Base class: subclasses implement `transform(x, g) -> ViewOutput` for every sample of x.
+
+    A view that ranks candidates with the models being trained sets `needs_scores` and overrides `forward`,
+    which then receives a `scorer`; `unscored_stand_in` names the view to use where no student is training
+    (analysis, T. stddev). `check` validates the view against the run (batch size, teachers)."""
 
     Params: ClassVar[type] = ViewParams
     summary: ClassVar[str] = ""
+    needs_scores: ClassVar[bool] = False
+    unscored_stand_in: ClassVar[str | None] = None
 
     def __init__(self, params: Any, image_size: int):
         super().__init__()
         self.params = params
         self.image_size = image_size
+
+    def check(self, batch_size: int, n_teachers: int) -> None:
+        """Raise ConfigError if the view cannot run with this batch size and number of teachers."""
 
     def transform(self, x: torch.Tensor, g: torch.Generator | None) -> ViewOutput:
         raise NotImplementedError
@@ -74,10 +110,15 @@ class StrongView(nn.Module):
         return None
 
     def forward(
-        self, x: torch.Tensor, g: torch.Generator | None = None, x_u8: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        g: torch.Generator | None = None,
+        x_u8: torch.Tensor | None = None,
+        scorer: Scorer | None = None,
     ) -> ViewOutput:
         """x: float (B, C, H, W) in [0, 1] → ViewOutput; samples outside `strength` keep x unchanged.
-        x_u8: optionally the same images as uint8, used by views with a `transform_u8` path."""
+        x_u8: optionally the same images as uint8, used by views with a `transform_u8` path; `scorer`: given
+        to views with `needs_scores`, ignored by the others."""
         out = self.transform_u8(x_u8, g) if x_u8 is not None else None
         if out is None:
             out = self.transform(x, g)
@@ -109,9 +150,10 @@ def register_view(name: str) -> Callable[[type[StrongView]], type[StrongView]]:
 
 
 def build_view(name: str, params: dict[str, Any], image_size: int) -> StrongView:
-    """Strong view `name` with its parameters validated (unknown keys fail with suggestions)."""
+    """Strong view `name` with its parameters validated (unknown keys fail with suggestions, named as the
+    config spells them: `views.params.KEY`)."""
     cls = VIEWS.get(name)
-    return cls(from_dict(cls.Params, params, "views"), image_size)
+    return cls(from_dict(cls.Params, params, "views.params"), image_size)
 
 
 # ------------------------------------------------------------------------------------------ random helpers

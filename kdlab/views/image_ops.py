@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -272,13 +272,33 @@ OPS = {
     "equalize": (equalize, (0.0, 0.0), False),
     "invert": (invert, (0.0, 0.0), False),
 }
-GEOMETRIC = range(0, 5)
-TABLES = range(7, 14)  # contrast … invert: lookup tables, built per sample and applied in one gather
-STATIC_TABLES = (8, 9, 10, 13)  # brightness, posterize, solarize, invert: the tables that ignore the image
-_TABLE_BUILDERS = [_contrast_lut, _brightness_lut, _posterize_lut, _solarize_lut, _auto_contrast_lut, _equalize_lut,
-                   _invert_lut]  # fmt: skip
+# Ops that are one lookup table per sample (built per sample, applied in one gather), by name.
+_TABLE_BUILDERS = {
+    "contrast": _contrast_lut,
+    "brightness": _brightness_lut,
+    "posterize": _posterize_lut,
+    "solarize": _solarize_lut,
+    "auto_contrast": _auto_contrast_lut,
+    "equalize": _equalize_lut,
+    "invert": _invert_lut,
+}
+GEOMETRIC_OPS = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")  # resampled together
+STATIC_TABLE_OPS = ("brightness", "posterize", "solarize", "invert")  # tables that ignore the image
 FACTOR_OPS = ("color", "contrast", "sharpness", "brightness")
 NAMES = list(OPS)
+
+
+def _span(names: Sequence[str]) -> range:
+    """The op indices of `names`, which must be consecutive in OPS (ops are grouped by index range)."""
+    first = NAMES.index(names[0])
+    if [NAMES.index(n) for n in names] != list(range(first, first + len(names))):
+        raise AssertionError(f"ops {names} must be consecutive in OPS")
+    return range(first, first + len(names))
+
+
+GEOMETRIC = _span(GEOMETRIC_OPS)
+TABLES = _span(list(_TABLE_BUILDERS))
+STATIC_TABLES = tuple(NAMES.index(n) for n in STATIC_TABLE_OPS)
 SIGNED = torch.tensor([OPS[n][2] for n in NAMES])
 FACTOR = torch.tensor([n in FACTOR_OPS for n in NAMES])
 # RandAugment / TrivialAugmentWide op space (torchvision's, besides identity): no invert.
@@ -372,8 +392,8 @@ class PrecomputedOps:
             rows = (op == k).nonzero().view(-1)
             if len(rows):
                 dummy = torch.empty(len(rows), 1, 1, 1, dtype=torch.uint8)
-                self.luts[rows] = _to_u8(_TABLE_BUILDERS[k - TABLES.start](dummy, v[rows]).view(-1, 256))
-        geo = ((op >= 0) & (op < 5)).numpy()
+                self.luts[rows] = _to_u8(_TABLE_BUILDERS[NAMES[k]](dummy, v[rows]).view(-1, 256))
+        geo = ((op >= GEOMETRIC.start) & (op < GEOMETRIC.stop)).numpy()
         self.map_row = np.where(geo, np.cumsum(geo) - 1, -1)
         self.maps = None
         if geo.sum() * size[0] * size[1] <= 2**24:
@@ -456,7 +476,7 @@ def apply_grouped(
             )
             for k in built:
                 i, j = bounds[k], bounds[k + 1]
-                lut[i - a : j - a] = _TABLE_BUILDERS[k - TABLES.start](work[i:j], param(members(k, k + 1)))
+                lut[i - a : j - a] = _TABLE_BUILDERS[NAMES[k]](work[i:j], param(members(k, k + 1)))
         apply_lut(work[a:b], lut, out=work[a:b])
     back = torch.from_numpy(inverse).to(dev)
     if wide:

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from kdlab.views.base import MixInfo, StrongView
-from kdlab.views.pick import CutMixPick, pick_top
+from kdlab.views.base import MixInfo, Scorer, ScoreRequest, StrongView, build_view
 from kdlab.views.standard import Normalize, StandardView, to_unit
-
-# scorer(candidates normalised (P, C, H, W)) → (scores (P,), teacher logits on them [per teacher] or None)
-Scorer = Callable[[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor] | None]]
 
 
 @dataclass
 class TrainBatch:
     """x: normalised standard view (B, C, H, W); y: labels (B,); index: sample ids (B,).
     x_strong: normalised strong view (B', C, H, W) or None; mix: how x_strong was mixed (None if not mixed);
-    teacher_strong: teacher logits on x_strong already computed while picking (reuse, don't recompute)."""
+    teacher_strong: teacher logits on x_strong the view already computed (reuse, don't recompute)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -30,18 +27,43 @@ class TrainBatch:
     teacher_strong: list[torch.Tensor] | None = None
     epoch: float = 0.0  # fractional epoch of this step, 0-based (for warm-ups)
 
+    def views(self) -> list[torch.Tensor]:
+        """[x] or [x, x']: the inputs every method trains on."""
+        return [self.x] if self.x_strong is None else [self.x, self.x_strong]
+
+    def strong_labels(self) -> torch.Tensor:
+        """One class per row of x' (B',): the label of the larger part of a mixed image, else y."""
+        if self.mix is None:
+            return self.y
+        src, partner = self.y[self.mix.src], self.y[self.mix.partner]
+        return torch.where(self.mix.lam >= 0.5, src, partner)
+
 
 class ViewPipeline(nn.Module):
-    """standard (uint8 → [0, 1] float) → optional strong view → normalise both. Keeps on-device statistics
-    (the CutMixPick ratio r = mean picked score / mean pool score) until `pop_stats`."""
+    """standard (uint8 → [0, 1] float) → optional strong view → normalise both. Averages the strong view's
+    per-step statistics on the device until `pop_stats`. A view with `needs_scores` gets the method's scorer
+    (`attach_scorer`), wrapped so the method sees normalised candidates."""
 
     def __init__(self, standard: nn.Module, normalize: Normalize, strong: StrongView | None = None):
         super().__init__()
         self.standard = standard
         self.normalize = normalize
         self.strong = strong
-        self._ratio_sum: torch.Tensor | None = None
-        self._ratio_n = 0
+        self.scorer: Scorer | None = None
+        self._stat_sums: dict[str, torch.Tensor] = {}
+        self._stat_n = 0
+
+    def check(self, batch_size: int, n_teachers: int) -> None:
+        """Let the strong view refuse the run's batch size or teachers (ConfigError)."""
+        if self.strong is not None:
+            self.strong.check(batch_size, n_teachers)
+
+    @property
+    def needs_scores(self) -> bool:
+        return self.strong is not None and self.strong.needs_scores
+
+    def attach_scorer(self, scorer: Scorer) -> None:
+        self.scorer = scorer
 
     def forward(
         self,
@@ -49,7 +71,6 @@ class ViewPipeline(nn.Module):
         labels: torch.Tensor,
         index: torch.Tensor,
         g: torch.Generator | None = None,
-        scorer: Scorer | None = None,
         memory_format: torch.memory_format = torch.contiguous_format,
     ) -> TrainBatch:
         # the 8-bit standard view, where there is one, lets policy views skip a float → uint8 conversion
@@ -58,32 +79,47 @@ class ViewPipeline(nn.Module):
         batch = TrainBatch(self.normalize(x01).contiguous(memory_format=memory_format), labels, index)
         if self.strong is None:
             return batch
-        if isinstance(self.strong, CutMixPick):
-            if scorer is None:
-                raise RuntimeError("cutmix_pick needs a scorer from the method")
-            pool = self.strong.pool(x01, g)
-            pool_x = self.normalize(pool.images).contiguous(memory_format=memory_format)
-            scores, teacher_logits = scorer(pool_x)
-            keep = pick_top(scores, self.strong.n_pick(len(labels)))
-            self._record_ratio(scores[keep].mean() / scores.mean().clamp_min(1e-12))
-            batch.x_strong = pool_x[keep]
-            batch.mix = pool.mix.select(keep) if pool.mix is not None else None
-            batch.teacher_strong = [t[keep] for t in teacher_logits] if teacher_logits is not None else None
-            return batch
-        out = self.strong(x01, g, x_u8=u8)
+        scorer = None
+        if self.strong.needs_scores and self.scorer is not None:
+            method_scorer = self.scorer
+
+            def scorer(candidates: torch.Tensor, request: ScoreRequest) -> Any:
+                return method_scorer(self.normalize(candidates).contiguous(memory_format=memory_format), request)
+
+        out = self.strong(x01, g, x_u8=u8, scorer=scorer)
         batch.x_strong = self.normalize(out.images).contiguous(memory_format=memory_format)
         batch.mix = out.mix
+        batch.teacher_strong = out.teacher_logits
+        self._record(out.stats)
         return batch
 
-    def _record_ratio(self, r: torch.Tensor) -> None:
-        r = r.detach().float()
-        self._ratio_sum = r if self._ratio_sum is None else self._ratio_sum + r
-        self._ratio_n += 1
+    def _record(self, stats: dict[str, torch.Tensor]) -> None:
+        if not stats:
+            return
+        for k, v in stats.items():
+            v = v.detach().float()
+            self._stat_sums[k] = self._stat_sums[k] + v if k in self._stat_sums else v
+        self._stat_n += 1
 
     def pop_stats(self) -> dict[str, float]:
-        """Per-epoch view statistics as host floats (one sync), then reset."""
-        out = {}
-        if self._ratio_sum is not None and self._ratio_n:
-            out["pick_ratio"] = float(self._ratio_sum) / self._ratio_n
-        self._ratio_sum, self._ratio_n = None, 0
+        """Per-epoch means of the view's statistics as host floats (one sync), then reset."""
+        out = {k: float(v) / self._stat_n for k, v in self._stat_sums.items()}
+        self._stat_sums, self._stat_n = {}, 0
         return out
+
+
+def build_pipeline(
+    standard: str,
+    strong: str | None,
+    params: dict[str, Any],
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    crop_padding: int = 4,
+    flip: bool = True,
+) -> ViewPipeline:
+    """The standard view `standard`, the optional strong view `strong` with its `params` (strength and
+    per_batch_compat included), and normalisation by the dataset's mean/std ([0, 1] units) for
+    square images of `image_size` pixels."""
+    view = build_view(strong, params, image_size) if strong else None
+    return ViewPipeline(StandardView(standard, image_size, crop_padding, flip), Normalize(mean, std), view)

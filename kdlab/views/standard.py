@@ -81,9 +81,9 @@ STANDARD_VIEWS = ("crop_flip", "weak", "strong", "none")
 class StandardView(nn.Module):
     """uint8 batch → float [0, 1] batch with the standard training augmentation (none in eval mode).
 
-    kinds: `crop_flip` — per-sample RandomCrop(padding) + flip (the CRD protocol); `weak` — paper C's
-    RandomResizedCrop(scale 0.2–1) + flip + rotation ±15°; `strong` — `weak` + AutoAugment (CIFAR10 policy at
-    ≤ 32 px, else ImageNet) + Cutout (16 px at 224, scaled with the image); `none`."""
+    kinds: `crop_flip` — per-sample RandomCrop(padding) + flip (the CRD protocol); `weak` — Guo et al.'s
+    (arXiv 2405.00739) RandomResizedCrop(scale 0.2–1) + flip + rotation ±15°; `strong` — `weak` + AutoAugment
+    (CIFAR10 policy at ≤ 32 px, else ImageNet) + Cutout (16 px at 224, scaled with the image); `none`."""
 
     def __init__(self, kind: str = "crop_flip", image_size: int = 32, padding: int = 4, flip: bool = True):
         super().__init__()

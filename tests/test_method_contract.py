@@ -1,0 +1,127 @@
+"""The fast contract tier of every registered method (no training): built from its defaults with one or two
+untrained teachers, it takes one training forward with each kind of view — none, a per-sample policy, a
+mixing view, CutMixPick — and returns the student logits and finite, named loss terms; teachers are run no
+more than needed."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kdlab.methods import METHODS, Teacher, build_method
+from kdlab.models import create_model, model_taps
+from kdlab.views import ViewPipeline, build_pipeline
+
+B, K = 8, 10
+SHAPE = (3, 16, 16)
+NOT_ENSEMBLE = {"fitnet", "at", "sp", "rkd", "pkt", "vid", "crd", "simkd"}  # exactly one teacher
+
+
+def _method(name: str, n_teachers: int = 1, **params: object):
+    torch.manual_seed(0)
+    student = create_model("resnet8", K)
+    teachers = [Teacher(create_model("resnet14", K), model_taps("resnet14")) for _ in range(n_teachers)]
+    cls = METHODS.get(name).cls
+    cfg = {"name": name, **params, **({"nce_k": 16} if name == "crd" else {})}
+    method = build_method(cfg, student, teachers if cls.needs_teacher else [], model_taps("resnet8"), SHAPE)
+    if method.needs_train_labels:
+        method.attach_train_labels(torch.arange(64) % K, torch.Generator().manual_seed(0))
+    return method.train()
+
+
+def _pipeline(view: str | None) -> ViewPipeline:
+    return build_pipeline("crop_flip", view, {}, SHAPE[1], (0.5,) * 3, (0.25,) * 3, 2, True).train()
+
+
+def _batch(pipeline: ViewPipeline, method):
+    if pipeline.needs_scores:
+        pipeline.attach_scorer(method.score_candidates)
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (B, *SHAPE), dtype=torch.uint8, generator=g)
+    return pipeline(images, torch.arange(B) % K, torch.arange(B), g)
+
+
+class TeacherRows:
+    """Counts the images every teacher forward sees."""
+
+    def __init__(self, method):
+        self.rows = 0
+        for i in range(len(method.teachers)):
+            method.teacher(i).model.register_forward_pre_hook(self._count)
+
+    def _count(self, _module, args) -> None:
+        self.rows += args[0].shape[0]
+
+
+@pytest.mark.parametrize("view", [None, "autoaugment", "cutmix", "cutmix_pick"])
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_takes_every_view(name, view):
+    if view == "cutmix_pick" and not METHODS.get(name).cls.needs_teacher:
+        pytest.skip("cutmix_pick scores with a teacher")
+    method = _method(name)
+    batch = _batch(_pipeline(view), method)
+    logits, terms = method.forward_train(batch)
+    assert logits.shape == (B, K)
+    assert terms and all(t.ndim == 0 and math.isfinite(float(t.detach())) for t in terms.values())
+    if name != "atsc":  # atsc's adaptive teachers run x‖x' jointly (train-mode BN), one MSE over both
+        assert (view is None) != any(k.endswith("_strong") for k in terms)  # x' gets its own, suffixed terms
+    sum(terms.values()).backward()  # the terms reach trainable parameters
+    assert any(p.grad is not None for p in method.student.parameters())
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if n not in NOT_ENSEMBLE | {"ce"}])
+def test_methods_that_take_an_ensemble_take_two_teachers_with_cutmix_pick(name):
+    method = _method(name, n_teachers=2)
+    logits, terms = method.forward_train(_batch(_pipeline("cutmix_pick"), method))
+    assert logits.shape == (B, K) and all(math.isfinite(float(t.detach())) for t in terms.values())
+
+
+@pytest.mark.parametrize("name", ["kd", "dkd", "dist", "ttm", "crd"])
+def test_cutmix_pick_teacher_logits_are_reused_not_recomputed(name):
+    """Per step the teachers see the 2B-image pool once (scoring) and x once: 3B rows, not 4B."""
+    method = _method(name)
+    pipeline = _pipeline("cutmix_pick")
+    counter = TeacherRows(method)
+    batch = _batch(pipeline, method)
+    assert counter.rows == 2 * B and batch.teacher_strong is not None
+    method.forward_train(batch)
+    assert counter.rows == 3 * B
+
+
+@pytest.mark.parametrize("name", ["kd", "dkd", "dist", "ttm"])
+def test_logit_methods_without_pick_run_the_teacher_once_over_both_views(name):
+    method = _method(name)
+    counter = TeacherRows(method)
+    method.forward_train(_batch(_pipeline("cutmix"), method))
+    assert counter.rows == 2 * B
+
+
+def test_ttm_against_hand_computed_value():
+    """Two classes: teacher logits (0, ln 4) → p_t = (0.2, 0.8); γ = 0.5 → p̃ ∝ (√0.2, √0.8) = (1/3, 2/3).
+    Student logits (0, 0) → q = (1/2, 1/2). KL(p̃ ‖ q) = 1/3·ln(2/3) + 2/3·ln(4/3)."""
+    method = _method("ttm", gamma=0.5)
+    s = torch.zeros(1, 2)
+    t = torch.tensor([[0.0, math.log(4.0)]])
+    expected = (1 / 3) * math.log(2 / 3) + (2 / 3) * math.log(4 / 3)
+    assert float(method.loss(s, t, torch.tensor([0]))) == pytest.approx(expected, rel=1e-6)
+    # γ = 1 is KD at τ = 1 without τ²; the loss is 0 when the student equals the transformed teacher
+    method.params.gamma = 1.0
+    assert float(method.loss(t, t, torch.tensor([0]))) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_the_strong_view_weight_has_one_name():
+    """Every method with a term on x' weights it by `strong_weight` (an old run folder's `strong_kd_weight`
+    is read as it)."""
+    for name in METHODS.names():
+        fields = set(METHODS.get(name).cls.Params.__dataclass_fields__)
+        assert "strong_kd_weight" not in fields
+    method = build_method(
+        {"name": "fitnet", "strong_kd_weight": 0.9},
+        create_model("resnet8", K),
+        [Teacher(create_model("resnet14", K), model_taps("resnet14"))],
+        model_taps("resnet8"),
+        SHAPE,
+    )
+    assert method.params.strong_weight == 0.9
