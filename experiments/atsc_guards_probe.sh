@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5 diagnosis: does the adaptive ATSC teacher keep its accuracy? 2 epochs of ATSC (resnet20 → resnet8,
+# ATSC drift probe: does the adaptive ATSC teacher keep its accuracy? 2 epochs of ATSC (resnet20 → resnet8,
 # CIFAR-100 JPEG, 100 img/class) without and with each drift guard; read teacher_test_acc in metrics.jsonl.
 # Usage: bash experiments/atsc_guards_probe.sh   (run folders: runs/atsc-probe/<variant>)
 set -u

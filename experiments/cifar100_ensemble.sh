@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Issue 6 evidence (paper C) on CIFAR-100 (JPEG), sized for 2 CPU cores, with `kdlab sweep`:
+# Ensemble KD under weak and strong augmentation (Guo et al., "Why does Knowledge Distillation work? Rethink
+# its attention and fidelity mechanism", arXiv 2405.00739) on CIFAR-100 (JPEG), sized for 2 CPU cores, with `kdlab sweep`:
 #   1. two resnet20 teachers (seeds 0, 1) under weak and under strong augmentation (100 images/class, 15 epochs);
 #   2. resnet8 students distilled from the two weak or the two strong teachers (mean of per-teacher KD),
 #      each under weak and strong augmentation, seeds STUDENT_SEEDS (default "0,1"), analysed (fidelity, MI,
 #      IoU, ECE, gap);
-#   3. paper C's control: strong teachers → strong student with direct logit matching (method.mse_weight=0.1)
+#   3. their control: strong teachers → strong student with direct logit matching (method.mse_weight=0.1)
 #      and with a 5× KD weight (compare with the strong/strong cell of step 2); CONTROL_SEEDS (default "0,1").
 # Teachers are evaluated every 5 epochs (the last epoch always), which changes nothing in their training.
 # Usage: bash experiments/cifar100_ensemble.sh [OUT] [JOBS]   (sweeps resume where they stopped)

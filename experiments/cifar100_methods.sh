@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Issues 4 and 5 evidence on CIFAR-100 (JPEG), sized for 2 CPU cores. Same small pair and schedule as
+# The loss zoo and ATSC on CIFAR-100 (JPEG), sized for 2 CPU cores (docs/results.md). Same small pair and schedule as
 # cifar100_views.sh (resnet20 teacher on all 50k images, resnet8 students on 100 images/class, 10 epochs cosine):
-#   issue 4: dkd dist fitnet at sp rkd pkt crd simkd, each plain and with TLCutMix+pick, seeds 0 and 1;
-#   issue 5: ATSC as published; ATSC with kdlab's BatchNorm anchor (anchor_bn) alone, with TLCutMix+pick, and
+#   the loss zoo: dkd dist fitnet at sp rkd pkt crd simkd, each plain and with TLCutMix+pick, seeds 0 and 1;
+#   ATSC (Jang et al., arXiv 2406.08528) as published; ATSC with kdlab's BatchNorm anchor (anchor_bn) alone, with TLCutMix+pick, and
 #   with two teachers (a second resnet20 teacher, seed 1).
 # Recipe weights are the CRD-benchmark ones; two are rescaled to the small setting: DKD's warm-up (20 of 240 epochs
 # → 1 of 10) and CRD's negatives (16384 of 50k samples → 4096 of 10k). Runs go two at a time with one thread each

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 3 evidence on CIFAR-100 (JPEG), sized for 2 CPU cores: resnet20 teacher (all 50k images, 12 epochs),
+# Augmentation views for KD (Wang et al., arXiv 2012.02909) on CIFAR-100 (JPEG), sized for 2 CPU cores: resnet20 teacher (all 50k images, 12 epochs),
 # resnet8 students on 100 images/class, 10 epochs (1×) and 20 epochs (2×), seeds 0 and 1, then T. stddev.
 # Usage: bash experiments/cifar100_views.sh [OUT]; then: .venv/bin/python experiments/collect.py OUT
 set -euo pipefail

@@ -1,8 +1,8 @@
 """Markdown tables for docs/results.md from the run folders of cifar100_views.sh and cifar100_methods.sh.
 
-    .venv/bin/python experiments/tables.py methods runs/c100   # issue 4: each method, plain vs +TLCutMix+pick
-    .venv/bin/python experiments/tables.py atsc runs/c100      # issue 5: KD, SimKD, ATSC variants
-    .venv/bin/python experiments/tables.py ensemble runs/c100-ens   # issue 6: paper C, from the sweeps
+    .venv/bin/python experiments/tables.py methods runs/c100   # the loss zoo: each method, plain vs +TLCutMix+pick
+    .venv/bin/python experiments/tables.py atsc runs/c100      # ATSC: KD, SimKD, ATSC variants
+    .venv/bin/python experiments/tables.py ensemble runs/c100-ens   # ensemble KD (Guo et al.), from the sweeps
 
 Cells are mean ± sample std over the seeds found (the count is given); a missing run is "–". DIR may be a
 runs folder or its archive (experiments/archive.py). An `earlier.json` in DIR supplies runs whose folders were
