@@ -1,4 +1,5 @@
-"""ATSC (Jang et al., arXiv 2406.08528): projector size, the anchor term, the bias-only step, shared-head evaluation and export."""
+"""ATSC (Jang et al., arXiv 2406.08528): projector size, the anchor term, the bias-only step, shared-head
+evaluation and export."""
 
 import json
 

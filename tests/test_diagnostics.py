@@ -1,4 +1,5 @@
-"""The diagnostics of Guo et al. (arXiv 2405.00739) (fidelity, MI, ECE, CAM attention IoU), ensemble KD modes, analyze, sweep and report."""
+"""The diagnostics of Guo et al., arXiv 2405.00739 (fidelity, MI, ECE, CAM attention IoU), ensemble KD modes,
+analyze, sweep and report."""
 
 from __future__ import annotations
 

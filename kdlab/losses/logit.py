@@ -18,7 +18,8 @@ def kd(logits_s: torch.Tensor, logits_t: torch.Tensor, T: float = 4.0) -> torch.
 def logit_mse(logits_s: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:
     """Direct logit matching: mean over batch and classes of (s − t)², in float32. (B, K), (B, K) → scalar.
 
-    The control of Guo et al. (arXiv 2405.00739): pushing harder towards the teacher's logits than KL at a temperature does."""
+    The control of Guo et al. (arXiv 2405.00739): pushing harder towards the teacher's logits than KL at a
+    temperature does."""
     return (logits_s.float() - logits_t.float()).pow(2).mean()
 
 
