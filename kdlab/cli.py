@@ -71,8 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tstddev", help="T. stddev of strong views for a trained teacher (lower is better)")
     p.add_argument("--config", help="YAML config file with teacher.* and data.*")
-    p.add_argument("--views", help="comma-separated views to rank (default: views.strong of the config)")
-    p.add_argument("--epochs", type=int, default=1, help="passes over the training split per view")
+    p.add_argument(
+        "--views",
+        help="comma-separated views to rank, each NAME[:KEY=VALUE…] (e.g. none,cutmix,"
+        "cutmix_pick:score=teacher_entropy;"
+        " default: views.strong of the config)",
+    )
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training split per view (release: 10)")
+    p.add_argument("--student", help="a trained student (run folder or checkpoint) for views that score with one")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value")
 
     p = sub.add_parser("data", help="dataset tools")
@@ -196,7 +202,7 @@ def _tstddev(args: argparse.Namespace) -> int:
     views = args.views.split(",") if args.views else ([cfg.views.strong] if cfg.views.strong else [])
     if not views:
         raise ConfigError("name the views to measure: --views identity,cutmix,… or views.strong=…")
-    out, results = run_tstddev(cfg, views, args.epochs, log=lambda m: console.print(m, style="dim"))
+    out, results = run_tstddev(cfg, views, args.epochs, args.student, log=lambda m: console.print(m, style="dim"))
     rows = [[i + 1, v, f"{s:.6f}"] for i, (v, s) in enumerate(sorted(results.items(), key=lambda kv: kv[1]))]
     console.print(table("T. stddev ranking (lower is better)", ["rank", "view", "T. stddev"], rows))
     console.print(f"written: {out / 'tstddev.json'}")

@@ -16,12 +16,33 @@ PUBLISHED = {
 }  # fmt: skip
 ZOO = ["resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet8x4",
        "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2", "vgg8", "vgg11", "vgg13", "vgg16",
-       "vgg19", "MobileNetV2", "ShuffleV1", "ShuffleV2", "ResNet18", "ResNet34", "ResNet50",
+       "vgg19", "MobileNetV2", "ShuffleV1", "ShuffleV2", "ShuffleV2_1_5", "ResNet18", "ResNet34", "ResNet50",
        "resnet18_imagenet", "resnet34_imagenet", "resnet50_imagenet"]  # fmt: skip
 
 
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def test_shufflev2_1_5_is_the_simkd_zoo_model():
+    """ShuffleV2_1_5 of the SimKD/ATSC code: ShuffleV2's modules and names at channels 176/352/704 (+ head
+    1024): 2,580,548 parameters at 100 classes (counted from that architecture; 2.58M)."""
+    small, big = create_model("ShuffleV2", 100), create_model("ShuffleV2_1_5", 100)
+    assert list(small.state_dict()) == list(big.state_dict())
+    assert n_params(big) == 2_580_548
+    assert big.layer3[0].conv3.out_channels == 352 and big.conv2.in_channels == 704
+
+
+def test_shared_head_methods_read_the_last_stage_map():
+    """The SimKD/ATSC code projects `feat[-2]`: MobileNetV2's last block (160 channels), ShuffleNetV2's
+    layer3; kdlab's `feature` tap stays the map the classifier pools (CAM needs it)."""
+    from kdlab.methods import Teacher, build_method
+
+    for student, channels in (("MobileNetV2", 160), ("ShuffleV2", 464), ("ShuffleV2_1_5", 704)):
+        torch.manual_seed(0)
+        t = Teacher(create_model("resnet8", 10), model_taps("resnet8"))
+        m = build_method({"name": "simkd"}, create_model(student, 10), [t], model_taps(student), (3, 32, 32))
+        assert m.projectors[0].net[0].in_channels == channels
 
 
 def test_zoo_is_complete():

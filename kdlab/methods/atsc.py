@@ -30,12 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.errors import ConfigError
-from kdlab.losses import align_spatial, cross_entropy, kd
-from kdlab.methods.base import Distiller, Teacher, register_method
-from kdlab.methods.shared_head import Projector
-from kdlab.metrics.attention import class_summed_map
-from kdlab.models.features import FeatureExtractor, get_module
+from kdlab.losses import cross_entropy, kd
+from kdlab.methods.base import register_method
+from kdlab.methods.shared_head import SharedHeadDistiller
 from kdlab.typed_config import bounded
 from kdlab.views import TrainBatch
 
@@ -57,24 +54,23 @@ class ATSCParams:
 
 
 @register_method("atsc", "ATSC: projector + adaptive teacher classifier; β·MSE + w·‖θ−θ₀‖², bias step")
-class ATSC(Distiller):
+class ATSC(SharedHeadDistiller):
+    """The shared-head method (methods/shared_head.py) with adaptive teachers: per view v ∈ {x, x'},
+    β·MSE(proj(F_s(v)), F_t(v)) [+ c·CE(own head on x) + d·KD(own head, teacher; per view)], plus
+    w·Σ‖θ−θ₀‖² / n_teachers once per step; then the bias-only step. `adapt=false`: SimKD."""
+
     Params = ATSCParams
-    predicts_with_student_head = False
+
+    @property
+    def adaptive(self) -> bool:  # type: ignore[override]
+        return self.params.adapt
 
     def setup(self) -> None:
         params: ATSCParams = self.params
-        if "feature" not in self.student_taps:
-            raise ConfigError("atsc needs the student's feature tap: student.taps.feature=MODULE_PATH")
-        for t in self._teachers():
-            for role in ("feature", "classifier"):
-                if role not in t.taps:
-                    raise ConfigError(f"atsc needs the teacher's {role} tap: teacher.taps.{role}=MODULE_PATH")
-            if params.adapt:
+        if params.adapt:
+            for t in self._teachers():
                 t.make_adaptive()
-        self.s_path = self.student_taps["feature"]
-        s_shape, t_shapes = self._probe()
-        self.t_sizes = [(int(s[-2]), int(s[-1])) for s in t_shapes]
-        self.projectors = nn.ModuleList([Projector(s_shape[1], s[1], params.factor) for s in t_shapes])
+        super().setup()
         # θ₀: the pretrained values of each teacher's weights with ndim > 1, as non-persistent buffers (they
         # move with the module; rebuilt from the teacher checkpoint at every build, so a resumed run anchors
         # to the same point).
@@ -109,63 +105,6 @@ class ATSC(Distiller):
                         m.eval()
         return self
 
-    def _teachers(self) -> list[Teacher]:
-        return [self.teacher(i) for i in range(len(self.teachers))]
-
-    def classifier(self, k: int) -> nn.Linear:
-        t = self.teacher(k)
-        head = get_module(t.model, t.taps["classifier"])
-        if not isinstance(head, nn.Linear):
-            raise ConfigError(f"the teacher's classifier tap {t.taps['classifier']!r} is not a Linear layer")
-        return head
-
-    @torch.no_grad()
-    def _probe(self) -> tuple[torch.Size, list[torch.Size]]:
-        x = torch.zeros(2, *self.image_shape)
-        modes = [m.training for m in (self.student, *self.teachers)]
-        self.student.eval()
-        for t in self.teachers:
-            t.eval()
-        f_s = self._student_map(x)
-        t_shapes = [self._teacher_map(t, x)[1].shape for t in self._teachers()]
-        for m, mode in zip((self.student, *self.teachers), modes):
-            m.train(mode)
-        return f_s.shape, t_shapes
-
-    def _student_map(self, x: torch.Tensor) -> torch.Tensor:
-        return self._student_map_and_logits(x)[0]
-
-    def _student_map_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with FeatureExtractor(self.student, [self.s_path]) as fx:
-            logits, feats = fx(x)
-        return feats[self.s_path], logits
-
-    @staticmethod
-    def _teacher_map(t: Teacher, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with FeatureExtractor(t.model, [t.taps["feature"]]) as fx:
-            logits, feats = fx(x)
-        return logits, feats[t.taps["feature"]]
-
-    def _shared_logits(self, f_s: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Mean over teachers of classifier_k(GAP(proj_k(F_s))), and the projected maps."""
-        projected, logits = [], []
-        for k, proj in enumerate(self.projectors):
-            p = proj(f_s)
-            if tuple(p.shape[-2:]) != self.t_sizes[k]:
-                p, _ = align_spatial(p, torch.empty(1, 1, *self.t_sizes[k], device=p.device))
-            projected.append(p)
-            logits.append(self.classifier(k)(F.adaptive_avg_pool2d(p, 1).flatten(1)))
-        return torch.stack(logits).mean(0), projected
-
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self._shared_logits(self._student_map(x))[0]
-
-    def predict_with_class_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Through the shared heads: mean over teachers k of classifier_k applied to proj_k(F_s)."""
-        logits, projected = self._shared_logits(self._student_map(x))
-        maps = [class_summed_map(p, self.classifier(k).weight) for k, p in enumerate(projected)]
-        return logits, torch.stack(maps).mean(0)
-
     def anchor_pairs(self, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(θ, θ₀) for every weight of teacher k with ndim > 1."""
         params = dict(self.teacher(k).model.named_parameters())
@@ -176,28 +115,28 @@ class ATSC(Distiller):
         diffs = [(p - p0).pow(2).sum() for k in range(len(self.teachers)) for p, p0 in self.anchor_pairs(k)]
         return torch.stack(diffs).sum()
 
-    def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def view_terms(
+        self,
+        batch: TrainBatch,
+        view: int,
+        own_logits: torch.Tensor,
+        teacher: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> dict[str, torch.Tensor]:
         p: ATSCParams = self.params
-        views = batch.views()
-        x_all = torch.cat(views) if len(views) > 1 else views[0]
-        grad = torch.enable_grad() if p.adapt else torch.no_grad()
-        with grad:
-            teacher_out = [self._teacher_map(t, x_all) for t in self._teachers()]
-        f_s, own_logits = self._student_map_and_logits(x_all)
-        shared, projected = self._shared_logits(f_s)
-        mse = torch.stack(
-            [F.mse_loss(*align_spatial(pk.float(), t_map.float())) for pk, (_, t_map) in zip(projected, teacher_out)]
-        ).mean()
-        terms = {"feat": p.feat_weight * mse}
-        if p.adapt and p.anchor_weight:
-            terms["anchor"] = p.anchor_weight * self.anchor() / len(self.teachers)
-        b = batch.x.shape[0]
-        if p.ce_weight:
-            terms["ce_own"] = p.ce_weight * cross_entropy(own_logits[:b], batch.y)
+        terms = {}
+        suffix = "" if view == 0 else "_strong"
+        if p.ce_weight and view == 0:
+            terms["ce_own"] = p.ce_weight * cross_entropy(own_logits, batch.y)
         if p.kd_weight:
-            t_logits = torch.stack([t_l for t_l, _ in teacher_out]).mean(0).detach()
-            terms["kd_own"] = p.kd_weight * kd(own_logits, t_logits, p.temperature)
-        return shared[:b], terms
+            t_logits = torch.stack([t_l for t_l, _ in teacher]).mean(0).detach()
+            terms["kd_own" + suffix] = p.kd_weight * kd(own_logits, t_logits, p.temperature)
+        return terms
+
+    def step_terms(self) -> dict[str, torch.Tensor]:
+        p: ATSCParams = self.params
+        if p.adapt and p.anchor_weight:
+            return {"anchor": p.anchor_weight * self.anchor() / len(self.teachers)}
+        return {}
 
     def post_step(self, batch: TrainBatch, optimizer: torch.optim.Optimizer) -> None:
         """The bias-only step: CE of the re-run, updated teachers through their classifiers; only the
@@ -232,10 +171,3 @@ class ATSC(Distiller):
             .tolist()
         )
         return {f"teacher{k}_drift": d for k, d in enumerate(drifts)}
-
-    def extra_modules(self) -> dict[str, nn.Module]:
-        mods: dict[str, nn.Module] = {"projectors": self.projectors}
-        # The (adapted) teachers: their classifiers are part of the prediction path, and resuming needs them.
-        for k, t in enumerate(self._teachers()):
-            mods[f"teacher{k}"] = t.model
-        return mods

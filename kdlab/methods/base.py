@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -91,6 +92,25 @@ def model_class_map(model: nn.Module, taps: dict[str, str], x: torch.Tensor) -> 
     with FeatureExtractor(model, [taps["feature"]]) as fx:
         logits, feats = fx(x)
     return logits, class_summed_map(feats[taps["feature"]], head.weight)
+
+
+def candidate_scores(
+    teacher_logits: list[torch.Tensor] | None, student_logits: torch.Tensor | None, request: ScoreRequest
+) -> torch.Tensor:
+    """Per-candidate scores (P,) from each teacher's logits (P, K) and the student's (P, K): `kld` =
+    KL(softmax(t̄/τ) ‖ softmax(s/τ)) with t̄ the teachers' mean logits, no τ²; `teacher_entropy` /
+    `student_entropy` = entropy of softmax(t̄) / softmax(s) at T = 1 (nats)."""
+    t = torch.stack(teacher_logits).mean(0).float() if teacher_logits else None
+    if request.kind == "teacher_entropy":
+        assert t is not None, "teacher_entropy needs a teacher"
+        return entropy(t)
+    assert student_logits is not None, f"{request.kind} needs the student's logits"
+    if request.kind == "student_entropy":
+        return entropy(student_logits)
+    assert t is not None, "kld needs a teacher"
+    log_pt = F.log_softmax(t / request.temperature, 1)
+    log_ps = F.log_softmax(student_logits.float() / request.temperature, 1)
+    return (log_pt.exp() * (log_pt - log_ps)).sum(1)
 
 
 class Teacher(nn.Module):
@@ -198,28 +218,32 @@ class Distiller(nn.Module):
         per_teacher = [over_views(t, [batch.x, batch.x_strong]) for t in self.teachers]
         return TeacherLogits([v[0] for v in per_teacher], [v[1] for v in per_teacher])
 
+    @contextlib.contextmanager
+    def scoring_mode(self, bn_update: bool) -> Iterator[None]:
+        """While scoring candidates: the student and the extra modules in train mode only when `bn_update`, every
+        teacher in eval mode (an adaptive teacher's BatchNorm statistics stay as they are); modes restored after."""
+        modes = [(m, m.training) for m in self.modules()]
+        self.train(bn_update)
+        for t in self.teachers:
+            t.eval()
+        try:
+            yield
+        finally:
+            for m, mode in modes:
+                m.training = mode
+
     @torch.no_grad()
     def score_candidates(
         self, x: torch.Tensor, request: ScoreRequest
     ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         """Scores of candidates x (P, C, H, W), normalised → (scores (P,), teacher logits per teacher or None),
-        as `request` asks (see ScoreRequest). The student scores in eval mode unless `request.bn_update` (the
-        released code's train-mode scoring, which updates BN statistics)."""
-        t_logits = [t(x) for t in self.teachers] if self.teachers else None
-        if request.kind == "teacher_entropy":
-            assert t_logits is not None
-            return entropy(torch.stack(t_logits).mean(0)), t_logits
-        was_training = self.student.training
-        self.student.train(request.bn_update)
-        s = self.student(x).float()
-        self.student.train(was_training)
-        if request.kind == "student_entropy":
-            return entropy(s), t_logits
-        assert t_logits is not None
-        t = torch.stack(t_logits).mean(0).float()
-        log_pt = F.log_softmax(t / request.temperature, 1)
-        log_ps = F.log_softmax(s / request.temperature, 1)
-        return (log_pt.exp() * (log_pt - log_ps)).sum(1), t_logits
+        as `request` asks (see ScoreRequest). The student side is the method's prediction path (`predict`: for
+        SimKD / ATSC projector + shared classifier), in eval mode unless `request.bn_update` (the released
+        code's train-mode scoring, which updates BN statistics)."""
+        with self.scoring_mode(request.bn_update):
+            t_logits = [t(x) for t in self.teachers] if self.teachers else None
+            s = None if request.kind == "teacher_entropy" else self.predict(x).float()
+        return candidate_scores(t_logits, s, request), t_logits
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, K) of the model being trained, for evaluation and export."""

@@ -1,14 +1,26 @@
-"""The projector + shared teacher classifier of SimKD and ATSC."""
+"""The projector + shared teacher classifier, and the method SimKD and ATSC are both built on.
+
+Chen et al., "Knowledge Distillation with the Reused Teacher Classifier" (SimKD, CVPR 2022) and Jang et al.,
+"Adaptive Teaching with Shared Classifier for Knowledge Distillation" (ATSC, arXiv 2406.08528): the student's
+last-stage map goes through a projector into each teacher's feature space and is classified by that
+teacher's own final linear layer. SimKD keeps the teachers frozen; ATSC trains them with the student. Both are
+`SharedHeadDistiller` with one code path, so `atsc` with `adapt=false` is `simkd`."""
 
 from __future__ import annotations
 
-import copy
+import functools
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdlab.errors import ConfigError
 from kdlab.losses import align_spatial
+from kdlab.methods.base import Distiller, Teacher, over_views
+from kdlab.metrics.attention import class_summed_map
+from kdlab.models.features import FeatureExtractor, get_module
+from kdlab.views import TrainBatch
 
 
 class Projector(nn.Module):
@@ -34,25 +46,182 @@ class Projector(nn.Module):
         return self.net(f_s)
 
 
-class SharedHead(nn.Module):
-    """Student feature map (B, C_s, H, W) → projector → global average pool → the teacher's classifier.
+def map_path(taps: dict[str, str], who: str) -> str:
+    """The map a shared head reads: the `last_stage` tap where a model declares one (the CRD/SimKD code's
+    `feat[-2]`, e.g. MobileNetV2's 160-channel last block), else its `feature` tap."""
+    path = taps.get("last_stage", taps.get("feature"))
+    if path is None:
+        raise ConfigError(f"a shared-head method needs the {who}'s feature tap: {who}.taps.feature=MODULE_PATH")
+    return path
 
-    Holds its own copy of the teacher's final linear layer (`classifier`), so a checkpoint of the student +
-    this head is self-contained for inference."""
 
-    def __init__(self, c_s: int, c_t: int, teacher_classifier: nn.Linear, factor: int = 2, trainable: bool = False):
-        super().__init__()
-        self.projector = Projector(c_s, c_t, factor)
-        self.classifier = copy.deepcopy(teacher_classifier)
-        for p in self.classifier.parameters():
-            p.requires_grad_(trainable)
+class SharedHeadDistiller(Distiller):
+    """Student map F_s (B, C_s, H_s, W_s) → [average-pooled to teacher k's map size when larger, before
+    projecting, as the released code does] → proj_k → GAP → classifier_k of teacher k; the prediction is the
+    mean over teachers of these logits. On each view v ∈ {x, x'}:
 
-    def project(self, f_s: torch.Tensor, f_t_size: tuple[int, int] | None = None) -> torch.Tensor:
-        """proj(F_s), pooled to the teacher map's H×W when that is smaller."""
-        out = self.projector(f_s)
-        if f_t_size is not None and tuple(out.shape[-2:]) != tuple(f_t_size):
-            out, _ = align_spatial(out, torch.empty(1, 1, *f_t_size, device=out.device))
-        return out
+        feat(v) = β · mean_k MSE(proj_k(F_s(v)), F_t^k(v))      (F_t^k pooled to the projected size when larger)
 
-    def classify(self, projected: torch.Tensor) -> torch.Tensor:
-        return self.classifier(F.adaptive_avg_pool2d(projected, 1).flatten(1))
+    as terms `feat` and `feat_strong` — the additive form of KD with a strong view. Frozen teachers run once
+    over x and x' together; adaptive teachers (`adaptive`) run each view in train mode with gradients.
+    Subclasses: SimKD (frozen), ATSC (adaptive, with its anchor and bias step)."""
+
+    adaptive: ClassVar[bool] = False
+    predicts_with_student_head = False
+
+    def setup(self) -> None:
+        self.s_path = map_path(self.student_taps, "student")
+        for t in self._teachers():
+            map_path(t.taps, "teacher")
+            if "classifier" not in t.taps:
+                raise ConfigError("a shared-head method needs the teacher's classifier: teacher.taps.classifier=PATH")
+            self.classifier_of(t)  # a Linear, or a clear error now
+        s_shape, t_shapes = self._probe()
+        self.s_size = (int(s_shape[-2]), int(s_shape[-1]))
+        self.t_sizes = [(int(s[-2]), int(s[-1])) for s in t_shapes]
+        self.projectors = nn.ModuleList([Projector(s_shape[1], s[1], self.params.factor) for s in t_shapes])
+
+    # ---------------------------------------------------------------------------------------------- models
+
+    def _teachers(self) -> list[Teacher]:
+        return [self.teacher(i) for i in range(len(self.teachers))]
+
+    @staticmethod
+    def classifier_of(t: Teacher) -> nn.Linear:
+        head = get_module(t.model, t.taps["classifier"])
+        if not isinstance(head, nn.Linear):
+            raise ConfigError(f"the teacher's classifier tap {t.taps['classifier']!r} is not a Linear layer")
+        return head
+
+    def classifier(self, k: int) -> nn.Linear:
+        """Teacher k's final linear layer: the shared classifier."""
+        return self.classifier_of(self.teacher(k))
+
+    @torch.no_grad()
+    def _probe(self) -> tuple[torch.Size, list[torch.Size]]:
+        x = torch.zeros(2, *self.image_shape)
+        modes = [m.training for m in (self.student, *self.teachers)]
+        self.student.eval()
+        for t in self.teachers:
+            t.eval()
+        f_s = self._student_map_and_logits(x)[0]
+        t_shapes = [self._teacher_map(t, x)[1].shape for t in self._teachers()]
+        for m, mode in zip((self.student, *self.teachers), modes):
+            m.train(mode)
+        return f_s.shape, t_shapes
+
+    def _student_map_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(F_s (B, C_s, H, W), the student's own logits (B, K))."""
+        with FeatureExtractor(self.student, [self.s_path]) as fx:
+            logits, feats = fx(x)
+        return feats[self.s_path], logits
+
+    @staticmethod
+    def _teacher_map(t: Teacher, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(teacher logits (B, K), its map F_t (B, C_t, H, W))."""
+        path = map_path(t.taps, "teacher")
+        with FeatureExtractor(t.model, [path]) as fx:
+            logits, feats = fx(x)
+        return logits, feats[path]
+
+    def _shared_logits(self, f_s: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Mean over teachers k of classifier_k(GAP(proj_k(F_s))) (B, K), and the projected maps."""
+        projected, logits = [], []
+        for k, proj in enumerate(self.projectors):
+            t_h, t_w = self.t_sizes[k]
+            source = f_s
+            if f_s.shape[-2] * f_s.shape[-1] > t_h * t_w:  # pool the student's map first (released order)
+                source = F.adaptive_avg_pool2d(f_s, (t_h, t_w))
+            p = proj(source)
+            projected.append(p)
+            logits.append(self.classifier(k)(F.adaptive_avg_pool2d(p, 1).flatten(1)))
+        return (logits[0] if len(logits) == 1 else torch.stack(logits).mean(0)), projected
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self._shared_logits(self._student_map_and_logits(x)[0])[0]
+
+    def predict_with_class_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Through the shared heads: mean over teachers k of classifier_k applied to proj_k(F_s)."""
+        logits, projected = self._shared_logits(self._student_map_and_logits(x)[0])
+        maps = [class_summed_map(p, self.classifier(k).weight) for k, p in enumerate(projected)]
+        return logits, maps[0] if len(maps) == 1 else torch.stack(maps).mean(0)
+
+    # ---------------------------------------------------------------------------------------------- training
+
+    def _teacher_outputs(self, views: list[torch.Tensor]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """[view][teacher] (logits, map): frozen teachers over the views jointly without gradient; adaptive
+        ones view by view in train mode with gradient (their BatchNorm sees each view alone, as the student's)."""
+        if self.adaptive:
+            return [[self._teacher_map(t, v) for t in self._teachers()] for v in views]
+        with torch.no_grad():
+            per_teacher = [over_views(functools.partial(self._teacher_map, t), views) for t in self._teachers()]
+        return [[per_teacher[k][i] for k in range(len(per_teacher))] for i in range(len(views))]
+
+    def feature_mse(
+        self, projected: list[torch.Tensor], teacher: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> torch.Tensor:
+        """mean_k MSE(proj_k(F_s), F_t^k), the larger map of each pair pooled to the smaller's size."""
+        mses = [F.mse_loss(*align_spatial(p.float(), t_map.float())) for p, (_, t_map) in zip(projected, teacher)]
+        return mses[0] if len(mses) == 1 else torch.stack(mses).mean()
+
+    def view_terms(
+        self,
+        batch: TrainBatch,
+        view: int,
+        own_logits: torch.Tensor,
+        teacher: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> dict[str, torch.Tensor]:
+        """Extra terms of one view (ATSC's own-head CE and KD). Default: none."""
+        return {}
+
+    def step_terms(self) -> dict[str, torch.Tensor]:
+        """Terms of the step as a whole (ATSC's anchor). Default: none."""
+        return {}
+
+    def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        views = batch.views()
+        teacher = self._teacher_outputs(views)
+        terms: dict[str, torch.Tensor] = {}
+        logits = torch.empty(0)
+        for i, v in enumerate(views):
+            f_s, own = self._student_map_and_logits(v)
+            shared, projected = self._shared_logits(f_s)
+            suffix = "" if i == 0 else "_strong"
+            terms["feat" + suffix] = self.params.feat_weight * self.feature_mse(projected, teacher[i])
+            if i == 0:
+                logits = shared
+                terms.update(self.step_terms())
+            terms.update(self.view_terms(batch, i, own, teacher[i]))
+        return logits, terms
+
+    # ---------------------------------------------------------------------------------------------- state
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        """The projectors and what prediction needs of the teachers: their classifiers when frozen; when
+        adaptive, the whole teachers (their classifiers are part of the prediction path, resuming needs all)."""
+        mods: dict[str, nn.Module] = {"projectors": self.projectors}
+        if self.adaptive:
+            for k, t in enumerate(self._teachers()):
+                mods[f"teacher{k}"] = t.model
+        else:
+            mods["classifiers"] = nn.ModuleList([self.classifier(k) for k in range(len(self.teachers))])
+        return mods
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Also reads checkpoints written before 2026-12-04: SimKD's `head.projector.*` / `head.classifier.*`,
+        and frozen-teacher ATSC's whole `teacher{k}.*` (only the classifier is kept)."""
+        remapped: dict[str, Any] = {}
+        cls_paths = [f"{t.taps['classifier']}." for t in self._teachers()]
+        for key, value in state.items():
+            if key.startswith("head.projector."):
+                key = "projectors.0." + key[len("head.projector.") :]
+            elif key.startswith("head.classifier."):
+                key = "classifiers.0." + key[len("head.classifier.") :]
+            elif not self.adaptive and key.startswith("teacher") and "." in key:
+                k_text, rest = key.split(".", 1)
+                k = int(k_text[len("teacher") :])
+                if not rest.startswith(cls_paths[k]):
+                    continue
+                key = f"classifiers.{k}." + rest[len(cls_paths[k]) :]
+            remapped[key] = value
+        super().load_checkpoint_state(remapped)

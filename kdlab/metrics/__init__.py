@@ -12,7 +12,7 @@ from kdlab.metrics.fidelity import (
     mean_entropy,
     mutual_information,
 )
-from kdlab.metrics.tstddev import t_stddev
+from kdlab.metrics.tstddev import t_stddev, t_stddev_chunks
 
 __all__ = [
     "agreement",
@@ -29,4 +29,5 @@ __all__ = [
     "normalize_cam",
     "reliability_bins",
     "t_stddev",
+    "t_stddev_chunks",
 ]

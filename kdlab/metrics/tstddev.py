@@ -18,3 +18,19 @@ def t_stddev(probs: torch.Tensor, group_size: int = 640) -> float:
         raise ValueError(f"T. stddev needs at least 2 groups of {group_size} samples, got {n} samples")
     means = probs[: groups * group_size].double().reshape(groups, group_size, k).mean(1)
     return float(means.std(0, unbiased=True).mean())
+
+
+def t_stddev_chunks(chunks: list[torch.Tensor], chunks_per_group: int) -> float:
+    """T. stddev grouped as the code released with Wang et al. forms it: the teacher's softmax rows arrive in
+    chunks — per training step, the batch of x, then (with a strong view) the batch of x' — and every
+    `chunks_per_group` consecutive chunks (10 with x', 5 without: five steps) are pooled into one group mean,
+    whatever the chunk sizes (a last partial batch is a chunk like any other). chunks: (n_i, K) probability
+    rows → mean over classes of the unbiased std over groups of the group means. The incomplete last group
+    is dropped; needs ≥ 2 groups."""
+    groups = len(chunks) // chunks_per_group
+    if groups < 2:
+        raise ValueError(f"T. stddev needs at least 2 groups of {chunks_per_group} chunks, got {len(chunks)} chunks")
+    means = [
+        torch.cat(chunks[i * chunks_per_group : (i + 1) * chunks_per_group]).double().mean(0) for i in range(groups)
+    ]
+    return float(torch.stack(means).std(0, unbiased=True).mean())

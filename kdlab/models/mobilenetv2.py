@@ -68,8 +68,11 @@ class MobileNetV2(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(x), 1))
 
 
+# `feature` is the map the classifier pools (1280 channels: CAM needs it); `last_stage` is the last block's
+# 160-channel map, the `feat[-2]` that the SimKD/ATSC code projects.
 @register("MobileNetV2", "mobilenet", {"stage1": "blocks.2", "stage2": "blocks.4", "stage3": "blocks.6",
-                                        "feature": "conv2", "classifier": "classifier.0"})  # fmt: skip
+                                        "last_stage": "blocks.6", "feature": "conv2",
+                                        "classifier": "classifier.0"})  # fmt: skip
 def mobilenetv2(num_classes: int, in_channels: int = 3) -> nn.Module:
     """The CRD benchmark's CIFAR MobileNetV2 (`mobile_half`)."""
     return MobileNetV2(6, num_classes, width_mult=0.5, in_channels=in_channels)

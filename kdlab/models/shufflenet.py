@@ -144,8 +144,20 @@ def shufflev1(num_classes: int, in_channels: int = 3) -> nn.Module:
     return ShuffleNetV1([240, 480, 960], [4, 8, 4], 3, num_classes, in_channels)
 
 
-@register("ShuffleV2", "shufflenet", {"stage1": "layer1", "stage2": "layer2", "stage3": "layer3",
-                                       "feature": "final_relu", "classifier": "linear"})  # fmt: skip
+# `feature` is the 1×1-conv head's map that the classifier pools; `last_stage` is layer3's output, the
+# `feat[-2]` that the SimKD/ATSC code projects.
+_V2_TAPS = {"stage1": "layer1", "stage2": "layer2", "stage3": "layer3", "last_stage": "layer3",
+            "feature": "final_relu", "classifier": "linear"}  # fmt: skip
+
+
+@register("ShuffleV2", "shufflenet", _V2_TAPS)
 def shufflev2(num_classes: int, in_channels: int = 3) -> nn.Module:
     """ShuffleNetV2 net size 1: channels 116/232/464, head 1024, blocks 3/7/3."""
     return ShuffleNetV2([116, 232, 464, 1024], [3, 7, 3], num_classes, in_channels)
+
+
+@register("ShuffleV2_1_5", "shufflenet", _V2_TAPS)
+def shufflev2_1_5(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """ShuffleNetV2 net size 1.5 of the SimKD/ATSC zoo (the student of their ShuffleNetV2 comparisons):
+    channels 176/352/704, head 1024, blocks 3/7/3."""
+    return ShuffleNetV2([176, 352, 704, 1024], [3, 7, 3], num_classes, in_channels)
