@@ -103,7 +103,7 @@ def analyze_run(
     stand_in = VIEWS.get(aug_view).unscored_stand_in
     if VIEWS.get(aug_view).needs_scores and stand_in:
         aug_view = stand_in  # a scoring view needs a training student; the augmented split uses its stand-in
-    augment = build_view(aug_view, {}, data.image_shape[1]).to(device)
+    augment = build_view(aug_view, {}, data.image_shape[1], meta["data"]["mean"]).to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
     def split_images(name: str) -> ImageSplit:

@@ -11,7 +11,7 @@ Views that pick among candidates by a score of the models being trained (CutMixP
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -97,6 +97,9 @@ class StrongView(nn.Module):
         super().__init__()
         self.params = params
         self.image_size = image_size
+        # the dataset's per-channel mean in [0, 1] units, where known (the pipeline sets it): what
+        # "zero after normalisation" is in pixels, e.g. the released cutout's hole
+        self.dataset_mean: tuple[float, ...] | None = None
 
     def check(self, batch_size: int, n_teachers: int) -> None:
         """Raise ConfigError if the view cannot run with this batch size and number of teachers."""
@@ -149,11 +152,14 @@ def register_view(name: str) -> Callable[[type[StrongView]], type[StrongView]]:
     return decorate
 
 
-def build_view(name: str, params: dict[str, Any], image_size: int) -> StrongView:
+def build_view(name: str, params: dict[str, Any], image_size: int, mean: Sequence[float] | None = None) -> StrongView:
     """Strong view `name` with its parameters validated (unknown keys fail with suggestions, named as the
-    config spells them: `views.params.KEY`)."""
+    config spells them: `views.params.KEY`), for square images of `image_size` px of a dataset whose
+    per-channel mean ([0, 1] units) is `mean`, where known."""
     cls = VIEWS.get(name)
-    return cls(from_dict(cls.Params, params, "views.params"), image_size)
+    view = cls(from_dict(cls.Params, params, "views.params"), image_size)
+    view.dataset_mean = tuple(mean) if mean is not None else None
+    return view
 
 
 # ------------------------------------------------------------------------------------------ random helpers

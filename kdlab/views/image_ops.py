@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -350,17 +351,41 @@ def bin_magnitude(name: str, b: int, space: str, image_size: int) -> float:
     return 0.0
 
 
-def geometric_matrices(op: torch.Tensor, v: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+@dataclass(frozen=True)
+class Semantics:
+    """Where implementations of the geometric ops differ. Pillow (the TensorFlow/PIL AutoAugment, timm): grey
+    fill 128, translations by the fractional pixel count, shears about the top-left corner. The release of
+    Wang et al. (arXiv 2012.02909) ran torchvision's AutoAugment on uint8 tensors (torchvision 0.10/0.11): black
+    fill, translations truncated to whole pixels (`int(magnitude)`), shears about the image centre."""
+
+    fill: int = 128
+    shear_about_centre: bool = False
+    whole_pixel_translate: bool = False
+
+
+PILLOW = Semantics()
+RELEASE = Semantics(fill=0, shear_about_centre=True, whole_pixel_translate=True)
+SEMANTICS = {"pillow": PILLOW, "release": RELEASE}
+
+
+def geometric_matrices(
+    op: torch.Tensor, v: torch.Tensor, size: tuple[int, int], semantics: Semantics = PILLOW
+) -> torch.Tensor:
     """Pillow's inverse maps (N, 2, 3), float64 on the CPU, of the five geometric ops: sample i gets NAMES[op[i]]
     (op in 0…4: shear_x, shear_y, translate_x, translate_y, rotate) with parameter v[i] (shear factor, pixels,
-    or degrees counter-clockwise about the centre, as Pillow's rotate); size (H, W)."""
+    or degrees counter-clockwise about the centre, as Pillow's rotate); size (H, W); `semantics` as above."""
     h, w = size
     o, val = op.cpu().numpy(), v.detach().cpu().double().numpy()
+    if semantics.whole_pixel_translate:
+        val = np.where((o == 2) | (o == 3), np.trunc(val), val)
     # built in NumPy on the host: ~20 tiny tensor ops cost more
     m = np.tile(np.array([1.0, 0, 0, 0, 1, 0]), (len(o), 1))
     rows = np.arange(len(o))
     lin = o < 4  # shear_x → b, shear_y → d, translate_x → c, translate_y → f
     m[rows[lin], np.array([1, 3, 2, 5])[o[lin]]] = val[lin]
+    if semantics.shear_about_centre:  # x' = x + s·(y − cy): the centre row (column) stays in place
+        m[rows[o == 0], 2] = -val[o == 0] * (h / 2)
+        m[rows[o == 1], 5] = -val[o == 1] * (w / 2)
     t = -val[~lin] * (math.pi / 180)  # Pillow builds the rotation's inverse map from the negated angle
     cos, sin = np.cos(t), np.sin(t)
     cx, cy = w / 2, h / 2
@@ -368,10 +393,17 @@ def geometric_matrices(op: torch.Tensor, v: torch.Tensor, size: tuple[int, int])
     return torch.from_numpy(m).view(-1, 2, 3)
 
 
-def geometric(x: torch.Tensor, op: torch.Tensor, v: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def geometric(
+    x: torch.Tensor,
+    op: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor | None = None,
+    semantics: Semantics = PILLOW,
+) -> torch.Tensor:
     """The five geometric ops in one affine resampling of uint8 images x (N, C, H, W): sample i gets NAMES[op[i]]
     with parameter v[i], as in geometric_matrices; out as in resample."""
-    return affine(x, geometric_matrices(op, v, (x.shape[-2], x.shape[-1])), out=out)
+    matrices = geometric_matrices(op, v, (x.shape[-2], x.shape[-1]), semantics)
+    return affine(x, matrices, fill=semantics.fill, out=out)
 
 
 class PrecomputedOps:
@@ -383,10 +415,11 @@ class PrecomputedOps:
       row map_row[k]; None when G·H·W > 2²⁴ (64 MB), the geometric ops then build theirs per batch (a batch of
       128 spends ≈ 0.2 ms on that on a CPU)."""
 
-    def __init__(self, op: torch.Tensor, v: torch.Tensor, size: tuple[int, int]):
+    def __init__(self, op: torch.Tensor, v: torch.Tensor, size: tuple[int, int], semantics: Semantics = PILLOW):
         """op, v (K,): op indexes NAMES (entries with op < 0 get identities); size (H, W) of the images the
-        maps are for."""
+        maps are for; `semantics` of the geometric ops."""
         self.size = size
+        self.semantics = semantics
         self.luts = torch.arange(256, dtype=torch.uint8).repeat(len(op), 1)
         for k in STATIC_TABLES:
             rows = (op == k).nonzero().view(-1)
@@ -397,7 +430,7 @@ class PrecomputedOps:
         self.map_row = np.where(geo, np.cumsum(geo) - 1, -1)
         self.maps = None
         if geo.sum() * size[0] * size[1] <= 2**24:
-            matrices = geometric_matrices(op[geo], v[geo], size)
+            matrices = geometric_matrices(op[geo], v[geo], size, semantics)
             self.maps = affine_index(matrices, size).to(torch.int32)  # int32 halves the memory
         self._on: dict[tuple[str, torch.device], torch.Tensor] = {}
 
@@ -418,7 +451,11 @@ class PrecomputedOps:
 
 
 def apply_grouped(
-    u: torch.Tensor, op: torch.Tensor, v: torch.Tensor, pre: tuple[PrecomputedOps, torch.Tensor] | None = None
+    u: torch.Tensor,
+    op: torch.Tensor,
+    v: torch.Tensor,
+    pre: tuple[PrecomputedOps, torch.Tensor] | None = None,
+    semantics: Semantics = PILLOW,
 ) -> torch.Tensor:
     """u[i] ← OPS[NAMES[op[i]]](u[i], v[i]) in place, for every i with op[i] ≥ 0; returns u. u: uint8 (N, C, H, W);
     op, v: CPU tensors (N,). The batch is gathered once in op order, then four batched groups run on contiguous
@@ -426,7 +463,8 @@ def apply_grouped(
     through per-sample tables), color, sharpness; one gather by the inverse order writes it back. One host sync (the op
     counts). pre = (table, ids (N,)): sample i is entry ids[i] of the table (which must hold (op[i], v[i])); its
     image-independent lookup table and, for images of the table's size, its resampling indices are looked up.
-    The bookkeeping is NumPy on the host: on small images the number of tensor calls bounds the speed."""
+    The bookkeeping is NumPy on the host: on small images the number of tensor calls bounds the speed.
+    `semantics` of the geometric ops (a precomputed table must have been built with the same)."""
     o, values = op.numpy(), v.numpy()
     order = np.argsort(o, kind="stable")
     # op k's samples are order[bounds[k] : bounds[k + 1]]; bounds[0] counts the untouched ones (op = −1)
@@ -451,14 +489,16 @@ def apply_grouped(
     def param(m: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(values[m])
 
-    a, b = bounds[0], bounds[5]
+    if table is not None and table.semantics != semantics:
+        raise ValueError("the precomputed table was built for other op semantics")
+    a, b = bounds[GEOMETRIC.start], bounds[GEOMETRIC.stop]
     if b > a:
-        m = members(0, 5)
+        m = members(GEOMETRIC.start, GEOMETRIC.stop)
         if table is None or table.maps is None or table.size != (h, w):  # no table for this size: build them
-            geometric(work[a:b], torch.from_numpy(o[m]), param(m), out=work[a:b])
+            geometric(work[a:b], torch.from_numpy(o[m]), param(m), out=work[a:b], semantics=semantics)
         else:
-            resample(work[a:b], table.map_rows(ids[m], dev), out=work[a:b])
-    for k, fn in ((5, color), (6, sharpness)):
+            resample(work[a:b], table.map_rows(ids[m], dev), fill=semantics.fill, out=work[a:b])
+    for k, fn in ((NAMES.index("color"), color), (NAMES.index("sharpness"), sharpness)):
         a, b = bounds[k], bounds[k + 1]
         if b > a:
             fn(work[a:b], param(members(k, k + 1)), out=work[a:b])

@@ -121,5 +121,5 @@ def build_pipeline(
     """The standard view `standard`, the optional strong view `strong` with its `params` (strength and
     per_batch_compat included), and normalisation by the dataset's mean/std ([0, 1] units) for
     square images of `image_size` pixels."""
-    view = build_view(strong, params, image_size) if strong else None
-    return ViewPipeline(StandardView(standard, image_size, crop_padding, flip), Normalize(mean, std), view)
+    view = build_view(strong, params, image_size, mean) if strong else None
+    return ViewPipeline(StandardView(standard, image_size, crop_padding, flip, mean), Normalize(mean, std), view)

@@ -100,8 +100,9 @@ class FusedPolicy:
     """A table of two-op sub-policies [(op name, probability, level 0…9 or None), …] applied per sample with
     kdlab's batched ops (views/image_ops.py)."""
 
-    def __init__(self, table: list, image_size: int):
+    def __init__(self, table: list, image_size: int, semantics: image_ops.Semantics = image_ops.PILLOW):
         size = (image_size, image_size)
+        self.semantics = semantics
         rows = [
             [(image_ops.NAMES.index(n), p, image_ops.magnitude(n, lv or 0, size)) for n, p, lv in sub] for sub in table
         ]
@@ -113,7 +114,7 @@ class FusedPolicy:
         )
         self.entry_prob = torch.tensor([[r[1] for r in sub] for sub in rows]).view(-1).repeat_interleave(2).numpy()
         self.pre: image_ops.PrecomputedOps | None = image_ops.PrecomputedOps(
-            torch.from_numpy(self.entry_op), torch.from_numpy(self.entry_value), size
+            torch.from_numpy(self.entry_op), torch.from_numpy(self.entry_value), size, semantics
         )
 
     def run(self, u: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
@@ -126,7 +127,8 @@ class FusedPolicy:
             entry = (choice * 2 + slot) * 2 + (draws[slot, 1] < 0.5)
             gated = np.where(draws[slot, 0] < self.entry_prob[entry], self.entry_op[entry], -1)
             pre = None if self.pre is None else (self.pre, torch.from_numpy(entry))
-            image_ops.apply_grouped(u, torch.from_numpy(gated), torch.from_numpy(self.entry_value[entry]), pre)
+            value = torch.from_numpy(self.entry_value[entry])
+            image_ops.apply_grouped(u, torch.from_numpy(gated), value, pre, self.semantics)
         return u
 
 
@@ -135,8 +137,11 @@ class FusedRandom:
     TrivialAugmentWide (`n` = 1, magnitude bin uniform per sample, wide ranges), torchvision's op spaces with
     31 magnitude bins, on kdlab's batched ops."""
 
-    def __init__(self, space: str, image_size: int, n: int, m: int | None):
+    def __init__(
+        self, space: str, image_size: int, n: int, m: int | None, semantics: image_ops.Semantics = image_ops.PILLOW
+    ):
         names = image_ops.RANDOM_SPACE  # identity is index −1 below
+        self.semantics = semantics
         self.n_ops = len(names)
         self.n, self.m = n, m
         self.bins = [m] if m is not None else list(range(31))
@@ -147,7 +152,7 @@ class FusedRandom:
         # entry (op · B + bin) · 2 + negative, B the bins in use (one when m is fixed)
         self.entry_op, self.entry_value = _entries(op_index.repeat_interleave(len(self.bins)), table.view(-1))
         self.pre: image_ops.PrecomputedOps | None = image_ops.PrecomputedOps(
-            torch.from_numpy(self.entry_op), torch.from_numpy(self.entry_value), (image_size, image_size)
+            torch.from_numpy(self.entry_op), torch.from_numpy(self.entry_value), (image_size, image_size), semantics
         )
 
     def run(self, u: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
@@ -162,14 +167,23 @@ class FusedRandom:
             entry = (np.maximum(pick, 0) * len(self.bins) + slot) * 2 + (sign < 0.5)
             op = np.where(pick >= 0, self.entry_op[entry], -1)
             pre = None if self.pre is None else (self.pre, torch.from_numpy(entry))
-            image_ops.apply_grouped(u, torch.from_numpy(op), torch.from_numpy(self.entry_value[entry]), pre)
+            value = torch.from_numpy(self.entry_value[entry])
+            image_ops.apply_grouped(u, torch.from_numpy(op), value, pre, self.semantics)
         return u
+
+
+# `ops`: how the geometric ops fill, translate and shear (image_ops.Semantics). `release`: as the code released
+# with Wang et al. (arXiv 2012.02909) ran torchvision's AutoAugment — black fill, whole-pixel translations,
+# shears about the centre; `pillow`: as the TensorFlow/PIL AutoAugment and timm — grey (128) fill, fractional
+# translations, shears about the corner. The photometric ops follow Pillow's arithmetic in both.
+Ops = Literal["release", "pillow"]
 
 
 @dataclass
 class AutoAugmentParams(ViewParams):
     policy: str = "auto"  # auto: cifar10 for images ≤ 32 px, imagenet otherwise; or cifar10 | imagenet | svhn
     impl: Literal["fused", "kornia"] = "fused"  # kdlab's batched per-sample ops, or kornia's AutoAugment
+    ops: Ops = "release"  # the released code's torchvision semantics (reproduces its AutoAugment)
 
 
 @register_view("autoaugment")
@@ -190,7 +204,8 @@ class AutoAugmentView(_PolicyView):
         self.policy_name = policy
         self.fused = None
         if params.impl == "fused":
-            self.fused = FusedPolicy(getattr(tables, f"{policy}_policy"), image_size)
+            table = getattr(tables, f"{policy}_policy")
+            self.fused = FusedPolicy(table, image_size, image_ops.SEMANTICS[params.ops])
         else:
             self._use(AutoAugment(policy))
 
@@ -198,14 +213,23 @@ class AutoAugmentView(_PolicyView):
 @dataclass
 class RandAugmentParams(ViewParams):
     n: int = 2
-    m: int = 10  # magnitude bin 0…30 (torchvision's scale); with impl=kornia, kornia's m (1…29)
+    m: int = 10  # magnitude on `scale`; with impl=kornia, kornia's m (1…29)
+    # torchvision: m is a bin 0…30 of torchvision's 31-bin space (m = 10 is a third of the range); timm: m is
+    # 0…10 of timm's scale (m = 10 is the full range, bin 30; the magnitude noise `mstd` is not modelled)
+    scale: Literal["torchvision", "timm"] = "torchvision"
     impl: Literal["fused", "kornia"] = "fused"
+    ops: Ops = "pillow"  # timm's (and kdlab's earlier) semantics
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        top = 30 if self.impl == "fused" else 29
+        top = 29 if self.impl == "kornia" else (10 if self.scale == "timm" else 30)
         if not 0 <= self.m <= top or self.n < 1:
             raise ConfigError(f"randaugment needs n ≥ 1 and 0 ≤ m ≤ {top}; got n={self.n}, m={self.m}")
+
+    @property
+    def bin(self) -> int:
+        """m as a bin of torchvision's 31-bin space."""
+        return self.m * 3 if self.scale == "timm" else self.m
 
 
 @register_view("randaugment")
@@ -218,7 +242,9 @@ class RandAugmentView(_PolicyView):
 
     def __init__(self, params: RandAugmentParams, image_size: int):
         super().__init__(params, image_size)
-        self.fused = FusedRandom("standard", image_size, params.n, params.m) if params.impl == "fused" else None
+        semantics = image_ops.SEMANTICS[params.ops]
+        fused = params.impl == "fused"
+        self.fused = FusedRandom("standard", image_size, params.n, params.bin, semantics) if fused else None
         if self.fused is None:
             from kornia.augmentation.auto import RandAugment
 
@@ -229,6 +255,7 @@ class RandAugmentView(_PolicyView):
 @dataclass
 class TrivialAugmentParams(ViewParams):
     impl: Literal["fused", "kornia"] = "fused"
+    ops: Ops = "pillow"
 
 
 @register_view("trivialaugment")
@@ -241,7 +268,8 @@ class TrivialAugmentView(_PolicyView):
 
     def __init__(self, params: TrivialAugmentParams, image_size: int):
         super().__init__(params, image_size)
-        self.fused = FusedRandom("wide", image_size, 1, None) if params.impl == "fused" else None
+        semantics = image_ops.SEMANTICS[params.ops]
+        self.fused = FusedRandom("wide", image_size, 1, None, semantics) if params.impl == "fused" else None
         if self.fused is None:
             from kornia.augmentation.auto import TrivialAugment
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -51,14 +52,18 @@ class CropFlip(StrongView):
 @dataclass
 class CutoutParams(ViewParams):
     size: int | None = None  # hole side in pixels; default image size / 4 (8 CIFAR, 16 Tiny ImageNet, 56 ImageNet)
+    # release: the hole is the dataset mean (the released code multiplies the *normalised* image by the mask, as
+    # DeVries & Taylor's cutout does); pillow: the hole is black (kdlab's behaviour before 2026-12-04)
+    ops: Literal["release", "pillow"] = "release"
 
 
 @register_view("cutout")
 class Cutout(StrongView):
-    """One square hole per image, centre uniform over the image, clipped at the border, filled with 0."""
+    """One square hole per image, centre uniform over the image, clipped at the border, filled with the
+    dataset mean (`ops=release`; black where the mean is unknown) or black (`ops=pillow`)."""
 
     Params = CutoutParams
-    summary = "one square hole (size image/4), filled with black"
+    summary = "one square hole (size image/4), the dataset mean (ops=release) or black (ops=pillow)"
 
     def transform(self, x: torch.Tensor, g: torch.Generator | None) -> ViewOutput:
         b, _, h, w = x.shape
@@ -67,6 +72,9 @@ class Cutout(StrongView):
         cy = (uniform(b, g, x.device, pb) * h).long()
         cx = (uniform(b, g, x.device, pb) * w).long()
         hole = box_mask(cy - size // 2, cy + size - size // 2, cx - size // 2, cx + size - size // 2, h, w)
+        if self.params.ops == "release" and self.dataset_mean is not None:
+            fill = torch.tensor(self.dataset_mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+            return ViewOutput(torch.where(hole[:, None], fill, x))
         return ViewOutput(x.masked_fill(hole[:, None], 0.0))
 
 

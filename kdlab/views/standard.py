@@ -82,10 +82,18 @@ class StandardView(nn.Module):
     """uint8 batch → float [0, 1] batch with the standard training augmentation (none in eval mode).
 
     kinds: `crop_flip` — per-sample RandomCrop(padding) + flip (the CRD protocol); `weak` — Guo et al.'s
-    (arXiv 2405.00739) RandomResizedCrop(scale 0.2–1) + flip + rotation ±15°; `strong` — `weak` + AutoAugment
-    (CIFAR10 policy at ≤ 32 px, else ImageNet) + Cutout (16 px at 224, scaled with the image); `none`."""
+    (arXiv 2405.00739) RandomResizedCrop(scale 0.2–1) + flip + rotation ±15°; `strong` — their released strong
+    preset: RandomResizedCrop(0.2–1) + flip + AutoAugment (CIFAR10 policy at ≤ 32 px, else ImageNet) + Cutout
+    (16 px at 224, scaled with the image), without the weak preset's rotation; `none`."""
 
-    def __init__(self, kind: str = "crop_flip", image_size: int = 32, padding: int = 4, flip: bool = True):
+    def __init__(
+        self,
+        kind: str = "crop_flip",
+        image_size: int = 32,
+        padding: int = 4,
+        flip: bool = True,
+        mean: Sequence[float] | None = None,
+    ):
         super().__init__()
         if kind not in STANDARD_VIEWS:
             from kdlab.errors import ConfigError
@@ -101,14 +109,17 @@ class StandardView(nn.Module):
             ops: list[nn.Module] = [
                 K.RandomResizedCrop((image_size, image_size), scale=(0.2, 1.0)),
                 K.RandomHorizontalFlip(),
-                K.RandomRotation(15.0, p=1.0),
             ]
+            if kind == "weak":  # the released strong preset has no rotation (RethinkKD's transforms)
+                ops.append(K.RandomRotation(15.0, p=1.0))
             if kind == "strong":
                 from kdlab.views.policies import AutoAugmentParams, AutoAugmentView
                 from kdlab.views.simple import Cutout, CutoutParams
 
                 ops.append(_ViewAsOp(AutoAugmentView(AutoAugmentParams(), image_size)))
-                ops.append(_ViewAsOp(Cutout(CutoutParams(size=max(1, round(16 * image_size / 224))), image_size)))
+                cutout = Cutout(CutoutParams(size=max(1, round(16 * image_size / 224))), image_size)
+                cutout.dataset_mean = tuple(mean) if mean is not None else None
+                ops.append(_ViewAsOp(cutout))
             self.ops = nn.Sequential(*ops)
 
     def _pixel_view(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor | None:
