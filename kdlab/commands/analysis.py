@@ -27,11 +27,13 @@ from kdlab.errors import ConfigError, KdlabError
 from kdlab.io import atomic_write_json
 from kdlab.methods.base import Teacher, model_class_map
 from kdlab.metrics import (
+    ece_release,
     expected_calibration_error,
     fidelity_report,
     iou,
     mean_entropy,
     normalize_cam,
+    release_batch_fidelity,
     reliability_bins,
 )
 from kdlab.views import REFERENCE_VIEW, VIEWS, Normalize, build_view, to_unit
@@ -135,16 +137,22 @@ def analyze_run(
         "attention_iou": main.iou,
     }
     ensemble = None
+    # The released code's definitions beside kdlab's (docs/fidelity.md): per batch of 128, KL × 10, ECE unweighted
+    release: dict[str, Any] = {"fidelity": {}, "ece_10_unweighted": {}}
     if teachers:
         ensemble = torch.stack([main.logits[f"teacher{i}"] for i in range(len(teachers))]).mean(0)
         report["fidelity"]["ensemble"] = fidelity_report(main.logits["student"], ensemble, data.num_classes)
+        release["fidelity"]["ensemble"] = release_batch_fidelity(main.logits["student"], ensemble)
         if len(teachers) > 1:
             for i in range(len(teachers)):
                 t_logits = main.logits[f"teacher{i}"]
                 report["fidelity"][f"teacher{i}"] = fidelity_report(main.logits["student"], t_logits, data.num_classes)
+                release["fidelity"][f"teacher{i}"] = release_batch_fidelity(main.logits["student"], t_logits)
             report["models"]["ensemble"] = _model_numbers(ensemble, main.labels, outputs, None)
     for n in names:
         report["models"][n] = _model_numbers(main.logits[n], main.labels, outputs, n)
+        release["ece_10_unweighted"][n] = ece_release(main.logits[n], main.labels, 10)
+    report["release_definitions"] = release
     out_dir = analysis_dir(run_path, split)
     out_dir.mkdir(parents=True, exist_ok=True)
     curves = {n: reliability_bins(main.logits[n], main.labels, 15) for n in names}

@@ -2,7 +2,7 @@
 class-agnostic CAM attention and IoU."""
 
 from kdlab.metrics.attention import class_agnostic_cam, class_summed_map, iou, normalize_cam
-from kdlab.metrics.calibration import expected_calibration_error, reliability_bins
+from kdlab.metrics.calibration import ece_release, expected_calibration_error, reliability_bins
 from kdlab.metrics.fidelity import (
     agreement,
     fidelity_report,
@@ -11,6 +11,7 @@ from kdlab.metrics.fidelity import (
     label_entropy,
     mean_entropy,
     mutual_information,
+    release_batch_fidelity,
 )
 from kdlab.metrics.tstddev import t_stddev, t_stddev_chunks
 
@@ -18,6 +19,7 @@ __all__ = [
     "agreement",
     "class_agnostic_cam",
     "class_summed_map",
+    "ece_release",
     "expected_calibration_error",
     "fidelity_report",
     "iou",
@@ -27,6 +29,7 @@ __all__ = [
     "mean_entropy",
     "mutual_information",
     "normalize_cam",
+    "release_batch_fidelity",
     "reliability_bins",
     "t_stddev",
     "t_stddev_chunks",

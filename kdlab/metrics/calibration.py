@@ -33,3 +33,18 @@ def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins:
     n = sum(r["count"])
     gaps = [c * abs(a - f) for c, a, f in zip(r["count"], r["accuracy"], r["confidence"], strict=True)]
     return sum(gaps) / n * 100
+
+
+def ece_release(logits: torch.Tensor, labels: torch.Tensor, bins: int = 10) -> float:
+    """ECE (%) as the code released with Guo et al. (arXiv 2405.00739) computes it: bins (m/M, (m+1)/M] of the
+    top-1 confidence, |acc − conf| per bin (0 for an empty bin) averaged over all M bins, unweighted — sparse
+    bins count as much as full ones. kdlab's `expected_calibration_error` weights bins by their counts."""
+    probs = torch.softmax(logits.double(), 1)
+    conf, pred = probs.max(1)
+    correct = pred == labels
+    gaps = []
+    for m in range(bins):
+        inside = (conf > m / bins) & (conf <= (m + 1) / bins)
+        n = int(inside.sum())
+        gaps.append(abs(float(correct[inside].double().sum()) / n - float(conf[inside].sum()) / n) if n else 0.0)
+    return sum(gaps) / bins * 100
