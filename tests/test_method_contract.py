@@ -125,3 +125,26 @@ def test_the_strong_view_weight_has_one_name():
         SHAPE,
     )
     assert method.params.strong_weight == 0.9
+
+
+def test_mixed_label_baseline_weight_and_crds_kd_terms():
+    """The mixed-label CE on x' weighs 1.0 by default and `strong_weight` when given (0.9 reproduces the
+    release of Wang et al., arXiv 2012.02909); CRD adds KD on x' (0.9) but on x only with `kd_weight`."""
+    from kdlab.methods.base import mixed_cross_entropy
+
+    pipeline = _pipeline("cutmix")
+    for weight, expected in ((None, 1.0), (0.9, 0.9)):
+        params = {"strong_target": "labels"} | ({"strong_weight": weight} if weight is not None else {})
+        method = _method("kd", **params).eval()
+        batch = _batch(pipeline, method)
+        _, terms = method.forward_train(batch)
+        with torch.no_grad():
+            ce = mixed_cross_entropy(method.student(batch.x_strong), batch.y, batch.mix)
+        torch.testing.assert_close(terms["ce_strong"], expected * ce)
+        assert "kd_strong" not in terms
+    crd = _method("crd")
+    _, terms = crd.forward_train(_batch(_pipeline("cutmix"), crd))
+    assert "kd_strong" in terms and "kd" not in terms
+    crd = _method("crd", kd_weight=0.9)
+    _, terms = crd.forward_train(_batch(_pipeline("cutmix"), crd))
+    assert "kd_strong" in terms and "kd" in terms
