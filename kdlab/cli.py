@@ -43,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="run folder")
     p.add_argument("--data", help="dataset spec (default: the run's own)")
     p.add_argument("--split", default="test", choices=["test", "train", "test_aug"], help="where to measure")
-    p.add_argument("--view", help="strong view for test_aug (default: the run's views.strong, else autoaugment)")
+    p.add_argument(
+        "--view",
+        help="view for test_aug: a strong view or a standard preset (weak, strong); default: the run's views.strong, "
+        "else autoaugment",
+    )
     p.add_argument("--which", default="last", choices=["best", "last"], help="checkpoint (default: last)")
     p.add_argument("--max-samples", type=int, help="analyse only the first N images of each split")
     p.add_argument("--examples", type=int, default=8, help="images in the attention grid")

@@ -146,6 +146,13 @@ def test_analyze_a_two_teacher_run(ensemble_run):
     assert 0 <= report["attention_iou"]["all"] <= report["attention_iou"]["teacher0~student"] <= 1
     flat = analysis_summary(json.loads((out / "analysis.json").read_text()))
     assert flat["iou_teacher_teacher"] == 1.0 and flat["agreement"] == fid["agreement"]
+    # the released definitions beside kdlab's: per-batch agreement as a fraction of kdlab's whole-split %
+    release = report["release_definitions"]
+    assert release["fidelity"]["ensemble"]["agreement"] * 100 == pytest.approx(fid["agreement"], abs=5)
+    assert set(release["ece_10_unweighted"]) == {"teacher0", "teacher1", "student"}
+    # a standard preset as the augmented view
+    strong = analyze_run(run_dir, view="strong", max_samples=200, log=lambda _: None)
+    assert strong["test_aug_view"] == "strong" and 0 <= strong["models"]["student"]["test_aug_acc"] <= 100
 
 
 def test_report_of_a_run_is_self_contained_and_renders_in_chromium(ensemble_run, tmp_path):

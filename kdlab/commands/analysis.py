@@ -36,7 +36,7 @@ from kdlab.metrics import (
     release_batch_fidelity,
     reliability_bins,
 )
-from kdlab.views import REFERENCE_VIEW, VIEWS, Normalize, build_view, to_unit
+from kdlab.views import REFERENCE_VIEW, STANDARD_VIEWS, VIEWS, Normalize, PresetView, build_view, to_unit
 
 SPLITS = ("test", "train", "test_aug")
 Predictor = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -102,10 +102,14 @@ def analyze_run(
     predictors["student"] = method.predict_with_class_map
     normalize = Normalize(meta["data"]["mean"], meta["data"]["std"]).to(device)
     aug_view = view or cfg.views.strong or REFERENCE_VIEW
-    stand_in = VIEWS.get(aug_view).unscored_stand_in
-    if VIEWS.get(aug_view).needs_scores and stand_in:
-        aug_view = stand_in  # a scoring view needs a training student; the augmented split uses its stand-in
-    augment = build_view(aug_view, {}, data.image_shape[1], meta["data"]["mean"]).to(device)
+    augment: torch.nn.Module
+    if aug_view in STANDARD_VIEWS and aug_view not in VIEWS:  # a standard preset (weak, strong) as the view
+        augment = PresetView(aug_view, data.image_shape[1], meta["data"]["mean"]).to(device)
+    else:
+        stand_in = VIEWS.get(aug_view).unscored_stand_in
+        if VIEWS.get(aug_view).needs_scores and stand_in:
+            aug_view = stand_in  # a scoring view needs a training student; the augmented split uses its stand-in
+        augment = build_view(aug_view, {}, data.image_shape[1], meta["data"]["mean"]).to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
     def split_images(name: str) -> ImageSplit:

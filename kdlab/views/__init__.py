@@ -3,7 +3,7 @@
 from kdlab.views import mixing, pick, policies, simple  # noqa: F401  (registers the views)
 from kdlab.views.base import VIEWS, MixInfo, Scorer, ScoreRequest, StrongView, ViewOutput, build_view
 from kdlab.views.pipeline import TrainBatch, ViewPipeline, build_pipeline
-from kdlab.views.standard import STANDARD_VIEWS, Normalize, StandardView, random_crop_flip, to_unit
+from kdlab.views.standard import STANDARD_VIEWS, Normalize, PresetView, StandardView, random_crop_flip, to_unit
 
 # The strong view diagnostics apply where a run has none of its own (`kdlab analyze`'s augmented test split).
 REFERENCE_VIEW = "autoaugment"
@@ -14,6 +14,7 @@ __all__ = [
     "VIEWS",
     "MixInfo",
     "Normalize",
+    "PresetView",
     "ScoreRequest",
     "Scorer",
     "StandardView",

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdlab.views.base import ViewOutput
+
 
 def crop_flip(
     images: torch.Tensor, padding: int, offsets: torch.Tensor | None, flipped: torch.Tensor | None
@@ -142,6 +144,23 @@ class StandardView(nn.Module):
             return to_unit(moved)
         assert self.ops is not None
         return self.ops(to_unit(images)).clamp_(0, 1)
+
+
+class PresetView(nn.Module):
+    """A standard preset (`weak`, `strong`) used where a strong view is expected (e.g. `kdlab analyze --view
+    strong`): float (B, C, H, W) in [0, 1] → ViewOutput, always augmenting."""
+
+    def __init__(self, kind: str, image_size: int, mean: Sequence[float] | None = None):
+        super().__init__()
+        self.preset = StandardView(kind, image_size, mean=mean).train()
+
+    def train(self, mode: bool = True) -> PresetView:
+        super().train(mode)
+        self.preset.train()  # a preset used as a view augments whatever the caller's mode
+        return self
+
+    def forward(self, x: torch.Tensor, g: torch.Generator | None = None) -> ViewOutput:
+        return ViewOutput(self.preset(x, g))
 
 
 class _ViewAsOp(nn.Module):
