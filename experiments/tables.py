@@ -3,6 +3,7 @@
     .venv/bin/python experiments/tables.py methods runs/c100   # the loss zoo: each method, plain vs +TLCutMix+pick
     .venv/bin/python experiments/tables.py atsc runs/c100      # ATSC: KD, SimKD, ATSC variants
     .venv/bin/python experiments/tables.py ensemble runs/c100-ens   # ensemble KD (Guo et al.), from the sweeps
+    .venv/bin/python experiments/tables.py tstddev runs/c100-tstddev  # T. stddev vs the students' test loss
 
 Cells are mean ± sample std over the seeds found (the count is given); a missing run is "–". DIR may be a
 runs folder or its archive (experiments/archive.py). An `earlier.json` in DIR supplies runs whose folders were
@@ -149,7 +150,57 @@ def ensemble_table(root: Path) -> str:
     return "\n".join(lines)
 
 
+# tstddev_vs_student_loss.sh: run name → the view spec its T. stddev was measured with
+TSTDDEV_VIEWS = {"identity": "identity", "flip": "flip", "crop_flip": "crop_flip", "cutout": "cutout",
+                 "autoaugment": "autoaugment", "mixup": "mixup", "cutmix": "cutmix",
+                 "pick-tent": "cutmix_pick:score=teacher_entropy",
+                 "pick-sent": "cutmix_pick:score=student_entropy"}  # fmt: skip
+
+
+def _ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):  # ties share their mean rank
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def pearson(a: list[float], b: list[float]) -> float:
+    ma, mb = statistics.mean(a), statistics.mean(b)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b))
+    return cov / (sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b)) ** 0.5
+
+
+def tstddev_table(root: Path) -> str:
+    """T. stddev of each view (tstddev/tstddev.json) beside its students' last-epoch test loss and accuracy
+    (mean ± std over seeds), then Pearson and Spearman correlations of T. stddev with the mean test loss."""
+    measured = json.loads((root / "tstddev" / "tstddev.json").read_text())["views"]
+    lines = ["| view | T. stddev | student test loss | student test acc (%) |", "|---|---|---|---|"]
+    xs, ys = [], []
+    for run, spec in sorted(TSTDDEV_VIEWS.items(), key=lambda kv: measured.get(kv[1], 1.0)):
+        runs = summaries(root, f"kd-{run}")
+        if spec not in measured or not runs:
+            continue
+        losses = [s["last_test_loss"] for s in runs]
+        lines.append(
+            f"| {spec} | {measured[spec]:.6f} | {cell(losses)} | {cell([s['last_epoch_test_acc'] for s in runs])} |"
+        )
+        xs.append(measured[spec])
+        ys.append(statistics.mean(losses))
+    if len(xs) >= 3:
+        lines.append("")
+        lines.append(f"Pearson r = {pearson(xs, ys):.3f}, Spearman ρ = {pearson(_ranks(xs), _ranks(ys)):.3f} "
+                     f"over {len(xs)} views")  # fmt: skip
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     kind, root = sys.argv[1], Path(sys.argv[2] if len(sys.argv) > 2 else "runs/c100")
-    tables = {"methods": methods_table, "atsc": atsc_table, "ensemble": ensemble_table}
+    tables = {"methods": methods_table, "atsc": atsc_table, "ensemble": ensemble_table, "tstddev": tstddev_table}
     print(tables[kind](root))
