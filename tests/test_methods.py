@@ -62,7 +62,7 @@ def test_simkd_predicts_through_the_shared_head_and_exports(digits_teacher, tmp_
     from kdlab.models.loading import load_weights
 
     load_weights(teacher, digits_teacher)
-    torch.testing.assert_close(method.head.classifier.weight, teacher.fc.weight)
+    torch.testing.assert_close(method.classifier(0).weight, teacher.fc.weight)
     card = export_run(run_dir, tmp_path / "export")
     program = torch.export.load(str(tmp_path / "export" / "model.pt2"))
     torch.testing.assert_close(program.module()(x), via_head)
