@@ -73,3 +73,28 @@ def test_unweighted_ece_matches_the_release_and_differs_from_kdlabs():
     labels = torch.randint(0, 10, (500,), generator=g)
     assert ece_release(logits, labels, 10) == pytest.approx(release_ece(logits, labels, 10) * 100, rel=1e-6)
     assert ece_release(logits, labels, 10) != pytest.approx(expected_calibration_error(logits, labels, 10))
+
+
+def test_three_teachers_get_their_common_attention_iou():
+    """T1∧T2∧T3 over T1∨T2∨T3 of the teachers' CAM masks (the release's `T_T` mode), beside the pairs."""
+    from kdlab.commands.analysis import _run_models
+    from kdlab.data.dataset import ImageSplit
+    from kdlab.views import Normalize
+
+    h = w = 4
+
+    def predictor(cols: list[int]):  # type: ignore[no-untyped-def]
+        def predict(x: torch.Tensor):  # type: ignore[no-untyped-def]
+            summed = torch.zeros(len(x), h, w)
+            summed[:, :, cols] = 1.0  # attention on these columns
+            return torch.zeros(len(x), 3), summed
+
+        return predict
+
+    predictors = {"teacher0": predictor([0, 1]), "teacher1": predictor([1, 2]), "teacher2": predictor([1, 3]),
+                  "student": predictor([1])}  # fmt: skip
+    split = ImageSplit(torch.zeros(6, 1, h, w, dtype=torch.uint8), torch.zeros(6, dtype=torch.long))
+    out = _run_models(predictors, split, Normalize([0.5], [0.5]), None, torch.Generator(), 4, torch.device("cpu"),
+                      True, 0, 0.4)  # fmt: skip
+    assert out.iou["teachers"] == pytest.approx(1 / 4)  # column 1 of columns 0–3
+    assert out.iou["teacher0~teacher1"] == pytest.approx(1 / 3)

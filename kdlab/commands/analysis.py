@@ -229,6 +229,8 @@ def _run_models(
     teachers = [n for n in predictors if n.startswith("teacher")]
     pairs = {f"{a}~{b}": (a, b) for a, b in combinations(teachers, 2)}
     pairs.update({f"{t}~student": (t, "student") for t in teachers})
+    if len(teachers) >= 3:  # the teachers' common attention, T1∧T2∧… (Guo et al.'s triple IoU)
+        pairs["teachers"] = tuple(teachers)  # type: ignore[assignment]
     if len(predictors) >= 3:
         pairs["all"] = tuple(predictors)  # type: ignore[assignment]
     per_batch: dict[str, list[float]] = {k: [] for k in pairs}
