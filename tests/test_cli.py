@@ -109,3 +109,14 @@ def test_data_check_reports_counts_and_duplicates(tmp_path, capsys):
     assert report["image"] == {"channels": 3, "height": 4, "width": 4, "mode": "RGB"}
     assert main(["data", "check", f"imagefolder:{tmp_path / 'missing'}"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_overrides_count_anywhere_after_the_command(capsys):
+    argv = ["train", "data.dataset=digits", "--no-progress", "schedule.epochs=1", "--dry-run", "student.name=resnet8",
+            "engine.threads=1"]  # fmt: skip
+    assert main(argv) == 0
+    assert '"student": "resnet8"' in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", "--dry-run", "data.dataset=digits", "--bogus"])
+    with pytest.raises(SystemExit):
+        main(["models", "seed=1"])
