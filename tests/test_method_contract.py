@@ -99,16 +99,17 @@ def test_logit_methods_without_pick_run_the_teacher_once_over_both_views(name):
 
 
 def test_ttm_against_hand_computed_value():
-    """Two classes: teacher logits (0, ln 4) → p_t = (0.2, 0.8); γ = 0.5 → p̃ ∝ (√0.2, √0.8) = (1/3, 2/3).
+    """Two classes: teacher logits (0, ln 4) → p_t = (0.2, 0.8); γ = 0.5 (τ = 2) → p̃ ∝ (√0.2, √0.8) = (1/3, 2/3).
     Student logits (0, 0) → q = (1/2, 1/2). KL(p̃ ‖ q) = 1/3·ln(2/3) + 2/3·ln(4/3)."""
-    method = _method("ttm", gamma=0.5)
+    method = _method("ttm", temperature=2.0)
     s = torch.zeros(1, 2)
     t = torch.tensor([[0.0, math.log(4.0)]])
     expected = (1 / 3) * math.log(2 / 3) + (2 / 3) * math.log(4 / 3)
     assert float(method.loss(s, t, torch.tensor([0]))) == pytest.approx(expected, rel=1e-6)
     # γ = 1 is KD at τ = 1 without τ²; the loss is 0 when the student equals the transformed teacher
-    method.params.gamma = 1.0
+    method.params.temperature = 1.0
     assert float(method.loss(t, t, torch.tensor([0]))) == pytest.approx(0.0, abs=1e-7)
+    assert _method("ttm").params.temperature == 10.0  # the release's l = 0.1
 
 
 def test_the_strong_view_weight_has_one_name():

@@ -14,18 +14,19 @@ from kdlab.typed_config import bounded
 
 @dataclass
 class TTMParams(LogitParams):
-    gamma: float = bounded(0.1, gt=0)  # power γ of the teacher's probabilities (the released code's l = 0.1)
+    # τ = 1/γ: the power transform p_t^γ / Σ p_t^γ is softmax(t/τ); the released code's l = γ = 0.1 is τ = 10
+    temperature: float = bounded(10.0, gt=0)
 
 
-@register_method("ttm", "TTM: ce + β·KL(p_t^γ / Σ p_t^γ ‖ softmax(s)): tempered teacher, untempered student")
+@register_method("ttm", "TTM: ce + β·KL(softmax(t/τ) ‖ softmax(s)): tempered teacher, untempered student, τ=10")
 class TransformedTeacherMatching(LogitDistiller):
-    """ℓ = mean over the batch of KL(p̃_t ‖ softmax(s)), p̃_t = p_t^γ / Σ_k p_t,k^γ = softmax(γ·t): KD with the
-    temperature dropped from the student side (no τ²). The paper's β is kd_weight (tuned per pair there)."""
+    """ℓ = mean over the batch of KL(p̃_t ‖ softmax(s)), p̃_t = p_t^γ / Σ_k p_t,k^γ = softmax(t/τ) with γ = 1/τ:
+    KD with the temperature dropped from the student side (no τ²). The paper's β is kd_weight (tuned per pair)."""
 
     Params = TTMParams
     term = "ttm"
 
     def loss(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        log_pt = F.log_softmax(self.params.gamma * teacher.float(), 1)
+        log_pt = F.log_softmax(teacher.float() / self.params.temperature, 1)
         log_ps = F.log_softmax(student.float(), 1)
         return (log_pt.exp() * (log_pt - log_ps)).sum(1).mean()
