@@ -30,7 +30,7 @@ def progress_bar(enabled: bool = True) -> Iterator[Progress | None]:
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[loss]}"),  # "loss 1.2345" from the first host sync on, empty before
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,

@@ -207,3 +207,27 @@ def test_bf16_teacher_forward_keeps_the_teachers_predictions(digits_teacher):
     assert b.dtype == torch.float32 and bf16.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert (a.argmax(1) == b.argmax(1)).float().mean() > 0.98
     assert (a - b).abs().max() < 0.5 and not torch.equal(a, b)  # bf16 did run, and stayed close
+
+
+def test_progress_shows_the_running_loss_from_the_first_sync_never_nan(tmp_path):
+    """An epoch shorter than engine.log_interval used to show `loss nan` until it ended."""
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.fields: list[str] = []
+
+        def add_task(self, description: str, total: int, loss: str) -> int:
+            self.fields.append(loss)
+            return 0
+
+        def update(self, task: int, completed: int, loss: str | None = None) -> None:
+            if loss is not None:
+                self.fields.append(loss)
+
+        def remove_task(self, task: int) -> None:
+            pass
+
+    rec = Recorder()
+    cfg = load_config(None, [*digits_overrides(tmp_path, 1), "engine.log_interval=1000", "data.train_per_class=20"])
+    train(cfg, log=lambda _: None, progress=rec)
+    assert rec.fields[0] == "" and rec.fields[-1].startswith("loss ") and not any("nan" in f for f in rec.fields)

@@ -213,7 +213,7 @@ class Trainer:
             if (i + 1) % self.cfg.engine.log_interval == 0 or i + 1 == steps:
                 self._check_finite(first_bad, bad_terms)
                 if progress is not None:
-                    progress.update(task, completed=i + 1, loss=float(sums.sum()) / seen)
+                    progress.update(task, completed=i + 1, loss=f"loss {float(sums.sum()) / seen:.4f}")
             elif progress is not None:
                 progress.update(task, completed=i + 1)
         if self.skipped:
@@ -299,9 +299,7 @@ class Trainer:
         task = None
         for epoch in range(self.progress.start_epoch, end + 1):
             if progress is not None:
-                task = progress.add_task(
-                    f"epoch {epoch}/{self.epochs}", total=len(self.train_loader), loss=float("nan")
-                )
+                task = progress.add_task(f"epoch {epoch}/{self.epochs}", total=len(self.train_loader), loss="")
             t0 = time.perf_counter()
             record: dict[str, Any] = {"epoch": epoch, "lr": self.schedule(epoch - 1)}
             record.update(self.train_epoch(epoch, progress, task))
