@@ -34,6 +34,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the file the permissions open() would
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # again: some writers (safetensors) replace the file with a 0600 one
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         crash_point("write")

@@ -123,3 +123,26 @@ def test_run_folder_and_export_hold_no_absolute_paths(tmp_path, digits_teacher):
 
     # One epoch, so best = last: re-evaluating must give the accuracy the run itself measured.
     assert evaluate_path(run_dir)["test_acc"] == pytest.approx(summary["last_epoch_test_acc"], abs=1e-6)
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    """Checkpoints, exported weights and JSON get 0666 & ~umask (0644 under umask 022), as open() would give,
+    so a colleague can read them; safetensors alone writes 0600."""
+    import os
+
+    import torch
+
+    from kdlab.checkpoint import save_tensors
+    from kdlab.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        save_tensors(tmp_path / "w.safetensors", {"a": torch.zeros(2)}, {"k": 1})
+        atomic_write_text(tmp_path / "m.json", "{}")
+    finally:
+        os.umask(old)
+    from kdlab import io
+
+    expected = 0o666 & ~io._UMASK
+    assert os.stat(tmp_path / "w.safetensors").st_mode & 0o777 == expected
+    assert os.stat(tmp_path / "m.json").st_mode & 0o777 == expected
