@@ -6,7 +6,9 @@ old one or the new one, never half of each. Foreign `.pt/.pth` files are read wi
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,20 @@ META_KEY = "kdlab"
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Atomically write `tensors` (name → tensor) and JSON-able `meta` to a safetensors file."""
+    """Atomically write `tensors` (name → tensor) and JSON-able `meta` to a safetensors file. A write that
+    fails in the OS (a full disk, a refused write) is the clean one-line error of `atomic_write`."""
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    atomic_write(Path(path), lambda tmp: save_file(flat, str(tmp), metadata={META_KEY: json.dumps(meta)}))
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(flat, str(tmp), metadata={META_KEY: json.dumps(meta)})
+        except SafetensorError as e:  # safetensors reports OS errors as its own type, with the errno inside
+            code = re.search(r"code: (\d+)", str(e))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from e
+
+    atomic_write(Path(path), write)
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -74,8 +74,16 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(reference, tmp_path, cra
     )
 
 
-@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EACCES])
-def test_full_disk_or_refused_write_stops_clearly_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, error):
+@pytest.mark.parametrize(
+    ("error", "as_safetensors"), [(errno.ENOSPC, True), (errno.ENOSPC, False), (errno.EACCES, False)]
+)
+def test_full_disk_or_refused_write_stops_clearly_and_keeps_the_previous_checkpoint(
+    tmp_path, monkeypatch, error, as_safetensors
+):
+    """The write fails the way the real one does: safetensors raises its own SafetensorError carrying the OS
+    error ("IoError(Os { code: 28, kind: StorageFull, … })"); other writers raise OSError."""
+    from safetensors import SafetensorError
+
     import kdlab.checkpoint as checkpoint
 
     real_save = checkpoint.save_file
@@ -85,6 +93,11 @@ def test_full_disk_or_refused_write_stops_clearly_and_keeps_the_previous_checkpo
         calls["n"] += 1
         if calls["n"] >= 3:  # epoch 1 writes best + last; epoch 2's first write dies half-way
             Path(path).write_bytes(b"\0" * 1000)
+            if as_safetensors:
+                raise SafetensorError(
+                    f'Error while serializing: IoError(Os {{ code: {error}, kind: StorageFull, message: "No space '
+                    'left on device" })'
+                )
             raise OSError(error, os.strerror(error))
         return real_save(tensors, path, metadata=metadata)
 
