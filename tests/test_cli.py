@@ -28,6 +28,7 @@ def test_methods_lists_kd_with_defaults(capsys):
         (["distill", "data.dataset=digits"], "`kdlab distill` needs a teacher"),
         (["train", "teacher.name=resnet8"], "use `kdlab distill`"),
         (["train", "--config", "missing.yaml"], "config file 'missing.yaml' not found"),
+        (["train", "--dry-run", "data.dataset=digits", "student.kwargs={depth:56}"], "a space after each colon"),
         (["eval", "/no/such/run"], "does not exist"),
         (
             ["distill", "data.dataset=digits", "teacher.name=resnet8", "method.name=kd", "method.temperature=0"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from torch import nn
 from kdlab.checkpoint import load_foreign_state_dict, load_tensors
 from kdlab.errors import CheckpointError, ModelError
 from kdlab.models.features import get_module
-from kdlab.models.registry import create_model, model_taps
+from kdlab.models.registry import MODELS, create_model, model_taps
 
 
 def load_factory(spec: str) -> Any:
@@ -45,16 +46,33 @@ def build_model(
     """A model and its taps: zoo model `name`, or `factory(num_classes=…, **kwargs)` with taps from config."""
     kwargs = dict(kwargs or {})
     if factory:
-        model = load_factory(factory)(num_classes=num_classes, **kwargs)
+        fn = load_factory(factory)
+        _check_kwargs(fn, factory, {"num_classes": num_classes, **kwargs})
+        model = fn(num_classes=num_classes, **kwargs)
         if not isinstance(model, nn.Module):
             raise ModelError(f"factory {factory} returned {type(model).__name__}, not an nn.Module")
         all_taps = dict(taps or {})
     else:
+        _check_kwargs(MODELS.get(name).build, name, {"num_classes": num_classes, "in_channels": in_channels, **kwargs})
         model = create_model(name, num_classes, in_channels, **kwargs)
         all_taps = {**model_taps(name), **(taps or {})}
     for path in all_taps.values():
         get_module(model, path)  # fail now, with suggestions, not mid-training
     return model, all_taps
+
+
+def _check_kwargs(fn: Any, what: str, kwargs: dict[str, Any]) -> None:
+    """A model's kwargs that its builder does not take are the user's error (ModelError naming them), not a
+    TypeError deep inside; a key like 'depth:56' is YAML's flow mapping without a space after the colon."""
+    try:
+        inspect.signature(fn).bind(**kwargs)
+    except TypeError as e:
+        hint = ""
+        if any(":" in str(k) for k in kwargs):
+            hint = " (in YAML a mapping needs a space after each colon: '{depth: 56}', not '{depth:56}')"
+        raise ModelError(f"{what} does not take the kwargs {sorted(map(str, kwargs))}: {e}{hint}") from None
+    except ValueError:  # no signature (a builtin): let the call decide
+        pass
 
 
 def read_weights(path: str | Path, prefix: str = "model.student.") -> dict[str, torch.Tensor]:
