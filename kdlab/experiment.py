@@ -246,6 +246,21 @@ def _needs_teacher(cfg: RunConfig) -> bool:
     return METHODS.get(str(cfg.method["name"])).cls.needs_teacher
 
 
+def check_same_data(trained: dict[str, Any], data: ImageDataset, spec: str) -> None:
+    """Fail (KdlabError) unless `data` has the trained run's image shape (C, H, W), class count and class
+    names, saying what differs: evaluating a 32×32 RGB model on 8×8 grey digits gives a number, not a result."""
+    problems = []
+    if tuple(trained["image_shape"]) != tuple(data.image_shape):
+        problems.append(f"images {tuple(data.image_shape)} (C, H, W), not {tuple(trained['image_shape'])}")
+    if trained["num_classes"] != data.num_classes:
+        problems.append(f"{data.num_classes} classes, not {trained['num_classes']}")
+    elif trained.get("classes") and list(trained["classes"]) != list(data.classes):
+        differ = [f"{a}≠{b}" for a, b in zip(trained["classes"], data.classes) if a != b][:3]
+        problems.append(f"other class names ({', '.join(differ)})")
+    if problems:
+        raise KdlabError(f"{spec} is not the data the model was trained on: it has {'; '.join(problems)}")
+
+
 def evaluate_path(path: str | Path, dataset: str | None = None, which: str = "best") -> dict[str, Any]:
     """Test accuracy and loss of a trained run folder / checkpoint on its own or another dataset."""
     from kdlab.data import DeviceLoader
@@ -255,10 +270,7 @@ def evaluate_path(path: str | Path, dataset: str | None = None, which: str = "be
     method, cfg, meta = load_trained(path, which)
     spec = dataset or cfg.data.dataset
     data = load_dataset(spec, cfg.data.cache_dir, None, cfg.data.test_per_class if dataset is None else None)
-    if data.num_classes != meta["data"]["num_classes"]:
-        raise KdlabError(
-            f"the model was trained on {meta['data']['num_classes']} classes but {spec} has {data.num_classes}"
-        )
+    check_same_data(meta["data"], data, spec)
     device = resolve_device(cfg.engine.device)
     method.to(device)
     normalize = Normalize(meta["data"]["mean"], meta["data"]["std"]).to(device)

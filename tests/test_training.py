@@ -231,3 +231,19 @@ def test_progress_shows_the_running_loss_from_the_first_sync_never_nan(tmp_path)
     cfg = load_config(None, [*digits_overrides(tmp_path, 1), "engine.log_interval=1000", "data.train_per_class=20"])
     train(cfg, log=lambda _: None, progress=rec)
     assert rec.fields[0] == "" and rec.fields[-1].startswith("loss ") and not any("nan" in f for f in rec.fields)
+
+
+def test_eval_on_other_data_fails_saying_what_differs(digits_teacher, tmp_path):
+    """A digits model (1×8×8, 10 classes) on 32×32 RGB images of two classes: an error, not 9.35%."""
+    import numpy as np
+    from PIL import Image
+
+    from kdlab.experiment import evaluate_path
+
+    for split in ("train", "test"):
+        for c in ("cat", "dog"):
+            (tmp_path / split / c).mkdir(parents=True)
+            Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / split / c / "0.png")
+    with pytest.raises(KdlabError, match=r"images \(3, 32, 32\) \(C, H, W\), not \(1, 8, 8\); 2 classes, not 10"):
+        evaluate_path(digits_teacher, f"imagefolder:{tmp_path}")
+    assert evaluate_path(digits_teacher, "digits")["test_acc"] > 80  # the run's own data still evaluates

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from kdlab.config import teacher_configs
 from kdlab.data import load_dataset
 from kdlab.data.dataset import ImageSplit
-from kdlab.errors import ConfigError, KdlabError
+from kdlab.errors import ConfigError
 from kdlab.io import atomic_write_json
 from kdlab.methods.base import Teacher, model_class_map
 from kdlab.metrics import (
@@ -73,7 +73,7 @@ def analyze_run(
     `split`: where fidelity, MI, ECE and attention are measured — test, train (the images the student
     trained on, clean) or test_aug (test images through `view`, default the run's strong view or autoaugment).
     Accuracy and loss on train, test and test_aug are always reported (generalisation gap, affinity)."""
-    from kdlab.experiment import build_teacher, load_trained, resolve_device
+    from kdlab.experiment import build_teacher, check_same_data, load_trained, resolve_device
     from kdlab.report.plots import plot_attention_grid, plot_reliability
 
     if split not in SPLITS:
@@ -84,10 +84,7 @@ def analyze_run(
     data = load_dataset(
         spec, cfg.data.cache_dir, cfg.data.train_per_class, cfg.data.test_per_class if dataset is None else None
     )
-    if data.num_classes != meta["data"]["num_classes"]:
-        raise KdlabError(
-            f"the run was trained on {meta['data']['num_classes']} classes but {spec} has {data.num_classes}"
-        )
+    check_same_data(meta["data"], data, spec)
     device = resolve_device(cfg.engine.device)
     teachers: list[Teacher]
     if method.adaptive_teachers or not teacher_configs(cfg):
