@@ -57,7 +57,9 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 
 def load_foreign_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A `.pt/.pth` file holding a state dict, `{'model': sd}` (CRD), `{'state_dict': sd}` or `{'net': sd}`.
+    """A `.pt/.pth` file holding a state dict, or one wrapped as `{'model': sd}` (CRD), `{'state_dict': sd}`,
+    `{'net': sd}`, `{'model_state_dict': sd}`, with the `module.` (DataParallel) and `_orig_mod.` (torch.compile)
+    prefixes removed; CUDA-saved tensors land on the CPU.
 
     Loaded with `weights_only=True`: a file that would run code on load is refused."""
     try:
@@ -70,10 +72,17 @@ def load_foreign_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({e})") from None
     if isinstance(obj, dict):
-        for key in ("model", "state_dict", "net", "student"):
+        for key in ("model", "state_dict", "net", "model_state_dict", "student"):
             if isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return {_strip_wrappers(k): v for k, v in obj.items()}
+
+
+def _strip_wrappers(key: str) -> str:
+    """`module._orig_mod.layer1.0.conv1.weight` → `layer1.0.conv1.weight`."""
+    while key.startswith(("module.", "_orig_mod.")):
+        key = key.split(".", 1)[1]
+    return key

@@ -116,6 +116,30 @@ def test_checkpoint_of_another_architecture_names_keys(tmp_path):
         load_weights(create_model("resnet20", 100), tmp_path / "r8.pth", "fc")
 
 
+@pytest.mark.parametrize("wrapper", ["state_dict", "net", "model_state_dict"])
+def test_checkpoints_as_they_exist_load(tmp_path, wrapper):
+    """A file from before PyTorch 0.4.1 (no BatchNorm num_batches_tracked), wrapped with bookkeeping, saved from a
+    DataParallel (`module.`) torch.compile'd (`_orig_mod.`) model: torch's load_state_dict accepts it, so do we."""
+    torch.manual_seed(1)
+    src = create_model("resnet8", 10).eval()
+    old = {f"module._orig_mod.{k}": v for k, v in src.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save({wrapper: old, "best_prec1": 83.2, "epoch": 200}, tmp_path / "old.th")
+    dst = create_model("resnet8", 10).eval()
+    load_weights(dst, tmp_path / "old.th", "fc")
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(dst(x), src(x))
+
+
+def test_keys_that_really_differ_are_named_by_module(tmp_path):
+    sd = create_model("resnet8", 10).state_dict()
+    renamed = {k.replace("fc.", "linear.", 1) if k.startswith("fc.") else k: v for k, v in sd.items()}
+    torch.save(renamed, tmp_path / "linear.pth")
+    with pytest.raises(
+        CheckpointError, match=r'modules only in the checkpoint: \["linear"\]; only in the model: \["fc"\]'
+    ):
+        load_weights(create_model("resnet8", 10), tmp_path / "linear.pth", "fc")
+
+
 def test_checkpoint_with_other_class_count(tmp_path):
     torch.save({"model": create_model("resnet8", 10).state_dict()}, tmp_path / "r8.pth")
     with pytest.raises(CheckpointError, match="has 10 classes but the dataset has 100"):

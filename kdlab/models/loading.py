@@ -107,7 +107,8 @@ def load_weights(model: nn.Module, path: str | Path, classifier: str | None = No
                 f"{what} checkpoint {path} has {theirs} classes but the dataset has {mine}; "
                 "use a checkpoint trained on this dataset"
             )
-    missing = sorted(set(own) - set(state))
+    # BatchNorm's num_batches_tracked did not exist before PyTorch 0.4.1: load_state_dict fills it for old files
+    missing = sorted(k for k in set(own) - set(state) if not k.endswith(".num_batches_tracked"))
     unexpected = sorted(set(state) - set(own))
     shapes = [
         f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
@@ -122,10 +123,23 @@ def load_weights(model: nn.Module, path: str | Path, classifier: str | None = No
             parts.append(f"unexpected keys {_short(unexpected)}")
         if shapes:
             parts.append(f"shape mismatches {_short(shapes)}")
+        theirs_only, ours_only = _modules(unexpected) - _modules(missing), _modules(missing) - _modules(unexpected)
+        where = []
+        if theirs_only:
+            where.append(f"modules only in the checkpoint: {_short(sorted(theirs_only))}")
+        if ours_only:
+            where.append(f"only in the model: {_short(sorted(ours_only))}")
         raise CheckpointError(
-            f"{what} checkpoint {path} does not fit the model: " + "; ".join(parts) + " (is it another architecture?)"
+            f"{what} checkpoint {path} does not fit the model: "
+            + "; ".join(where or parts)
+            + (f" ({'; '.join(parts)})" if where else " (is it another architecture?)")
         )
     model.load_state_dict(state)
+
+
+def _modules(keys: list[str]) -> set[str]:
+    """The modules (key without its last part) that a list of state-dict keys belongs to."""
+    return {k.rsplit(".", 1)[0] if "." in k else k for k in keys}
 
 
 def _short(items: list[str], n: int = 5) -> str:
