@@ -53,12 +53,12 @@ def verbatim(root: Path, name: str, key: str) -> str | None:
     return earlier(root)["cells"].get(name, {}).get(key)
 
 
-def cell(values: list[float]) -> str:
+def cell(values: list[float], digits: int = 2) -> str:
     if not values:
         return "–"
     if len(values) == 1:
-        return f"{values[0]:.2f} (1)"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} ({len(values)})"
+        return f"{values[0]:.{digits}f} (1)"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f} ({len(values)})"
 
 
 def methods_table(root: Path) -> str:
