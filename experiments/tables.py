@@ -189,7 +189,7 @@ def tstddev_table(root: Path) -> str:
             continue
         losses = [s["last_test_loss"] for s in runs]
         lines.append(
-            f"| {spec} | {measured[spec]:.6f} | {cell(losses)} | {cell([s['last_epoch_test_acc'] for s in runs])} |"
+            f"| {spec} | {measured[spec]:.6f} | {cell(losses, 3)} | {cell([s['last_epoch_test_acc'] for s in runs])} |"
         )
         xs.append(measured[spec])
         ys.append(statistics.mean(losses))
