@@ -226,11 +226,9 @@ def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in top.items():
         old = out.get(key)
-        same_method = not (key == "method" and isinstance(old, dict) and isinstance(value, dict)) or value.get(
-            "name", old.get("name")
-        ) == old.get("name")
-        if isinstance(old, dict) and isinstance(value, dict) and same_method:
-            out[key] = merge(old, value)
+        if isinstance(old, dict) and isinstance(value, dict):
+            switches_method = key == "method" and value.get("name", old.get("name")) != old.get("name")
+            out[key] = value if switches_method else merge(old, value)
         else:
             out[key] = value
     return out

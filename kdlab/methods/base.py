@@ -94,6 +94,17 @@ def model_class_map(model: nn.Module, taps: dict[str, str], x: torch.Tensor) -> 
     return logits, class_summed_map(feats[taps["feature"]], head.weight)
 
 
+@contextlib.contextmanager
+def kept_modes(*modules: nn.Module) -> Iterator[None]:
+    """Whatever the body does to train/eval modes, every submodule of `modules` gets its own mode back after."""
+    modes = [(m, m.training) for module in modules for m in module.modules()]
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def candidate_scores(
     teacher_logits: list[torch.Tensor] | None, student_logits: torch.Tensor | None, request: ScoreRequest
 ) -> torch.Tensor:
@@ -222,15 +233,11 @@ class Distiller(nn.Module):
     def scoring_mode(self, bn_update: bool) -> Iterator[None]:
         """While scoring candidates: the student and the extra modules in train mode only when `bn_update`, every
         teacher in eval mode (an adaptive teacher's BatchNorm statistics stay as they are); modes restored after."""
-        modes = [(m, m.training) for m in self.modules()]
-        self.train(bn_update)
-        for t in self.teachers:
-            t.eval()
-        try:
+        with kept_modes(self):
+            self.train(bn_update)
+            for t in self.teachers:
+                t.eval()
             yield
-        finally:
-            for m, mode in modes:
-                m.training = mode
 
     @torch.no_grad()
     def score_candidates(

@@ -192,9 +192,9 @@ class CRD(FeatureDistiller):
         p: CRDParams = self.params
         assert self.contrast is not None, "attach_train_labels must be called before training"
         # x' needs only the teacher's logits: reused when the view computed them, else one joint forward
-        reuse = batch.teacher_strong is not None
-        teacher = over_views(self.teacher_features, [batch.x] if reuse else batch.views())
-        t_logits = [out[0] for out in teacher] + (list(batch.teacher_strong or []) if reuse else [])
+        known = batch.teacher_strong
+        teacher = over_views(self.teacher_features, [batch.x] if known is not None else batch.views())
+        t_logits = [out[0] for out in teacher] + (list(known) if known is not None else [])
         t_feat = teacher[0][1][0]
         logits, s_feats = self.student_features(batch.x)
         negatives = self.contrast.sample_negatives(batch.y, self.generator)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from kdlab.errors import ConfigError
 from kdlab.losses import cross_entropy, kd
-from kdlab.methods.base import Distiller, over_views
+from kdlab.methods.base import Distiller, kept_modes, over_views
 from kdlab.models.features import FeatureExtractor
 from kdlab.typed_config import bounded
 from kdlab.views import TrainBatch
@@ -61,10 +61,9 @@ class FeatureDistiller(Distiller):
     @torch.no_grad()
     def _probe(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         x = torch.zeros(2, *self.image_shape)
-        was = self.student.training
-        self.student.eval()
-        _, s = self.student_features(x)
-        self.student.train(was)
+        with kept_modes(self.student):
+            self.student.eval()
+            _, s = self.student_features(x)
         _, t = self.teacher_features(x)
         return s, t
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from kdlab.errors import ConfigError
 from kdlab.losses import align_spatial
-from kdlab.methods.base import Distiller, Teacher, over_views
+from kdlab.methods.base import Distiller, Teacher, kept_modes, over_views
 from kdlab.metrics.attention import class_summed_map
 from kdlab.models.features import FeatureExtractor, get_module
 from kdlab.views import TrainBatch
@@ -100,14 +100,11 @@ class SharedHeadDistiller(Distiller):
     @torch.no_grad()
     def _probe(self) -> tuple[torch.Size, list[torch.Size]]:
         x = torch.zeros(2, *self.image_shape)
-        modes = [m.training for m in (self.student, *self.teachers)]
-        self.student.eval()
-        for t in self.teachers:
-            t.eval()
-        f_s = self._student_map_and_logits(x)[0]
-        t_shapes = [self._teacher_map(t, x)[1].shape for t in self._teachers()]
-        for m, mode in zip((self.student, *self.teachers), modes):
-            m.train(mode)
+        with kept_modes(self.student, self.teachers):
+            self.student.eval()
+            self.teachers.eval()
+            f_s = self._student_map_and_logits(x)[0]
+            t_shapes = [self._teacher_map(t, x)[1].shape for t in self._teachers()]
         return f_s.shape, t_shapes
 
     def _student_map_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
