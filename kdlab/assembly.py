@@ -35,8 +35,9 @@ def views_for(cfg: RunConfig, data: ImageDataset) -> ViewPipeline:
     v = cfg.views
     params = {"strength": v.strength, "per_batch_compat": v.per_batch_compat, **v.params}
     return build_pipeline(
-        v.standard, v.strong, params, data.image_shape[1], data.mean, data.std, cfg.data.crop_padding, cfg.data.flip
-    )
+        v.standard, v.strong, params, data.image_shape[1], data.mean, data.std, cfg.data.crop_padding, cfg.data.flip,
+        v.preset_family,
+    )  # fmt: skip
 
 
 def prepare_method(cfg: RunConfig, method: Distiller, device: torch.device) -> Distiller:

@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="fidelity, MI, ECE, attention IoU, generalisation of a trained run")
     p.add_argument("path", help="run folder")
     p.add_argument("--data", help="dataset spec (default: the run's own)")
-    p.add_argument("--split", default="test", choices=["test", "train", "test_aug"], help="where to measure")
+    p.add_argument(
+        "--split", default="test", choices=["test", "train", "test_aug", "train_aug", "val_aug"],
+        help="where to measure: clean test/train; test_aug: test through --view; train_aug/val_aug: train/test "
+        "through the run's own training view (Guo et al.'s release)",
+    )  # fmt: skip
     p.add_argument(
         "--view",
         help="view for test_aug: a strong view or a standard preset (weak, strong); default: the run's views.strong, "

@@ -50,10 +50,55 @@ class ViewsConfig:
     view's own parameters in `params`."""
 
     standard: Literal["crop_flip", "weak", "strong", "none"] = "crop_flip"
+    # which release transforms `weak`/`strong` follow (Guo et al., arXiv 2405.00739): its CIFAR or its ImageNet
+    # ones; auto: cifar for images ≤ 32 px, else imagenet
+    preset_family: Literal["auto", "cifar", "imagenet"] = "auto"
     strong: str | None = None
     strength: float = 1.0  # checked by the view's parameters, which own it
     per_batch_compat: bool = False  # released-code behaviour: one transform per batch
     params: dict[str, Any] = field(default_factory=dict)
+
+
+IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+@dataclass(frozen=True)
+class InputNorm:
+    """Per-channel mean and std in [0, 1] pixel units."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def parse_normalize(value: Any, what: str, channels: int | None) -> InputNorm | None:
+    """A `normalize` setting → InputNorm, or None for the dataset's statistics. Accepted: `dataset` (default),
+    `none` ([0, 1] input: mean 0, std 1), `imagenet`, or a mapping {mean: [...], std: [...]} of `channels`
+    values each (or one value for all), every std > 0. channels None (not known yet): lengths unchecked, and
+    `none` gets one value."""
+    if value is None or value == "dataset":
+        return None
+    if value == "none":
+        return InputNorm((0.0,) * (channels or 1), (1.0,) * (channels or 1))
+    if value == "imagenet":
+        value = IMAGENET
+    if not isinstance(value, dict) or set(value) != {"mean", "std"}:
+        raise ConfigError(
+            f"{what}.normalize must be dataset, none, imagenet or {{mean: [...], std: [...]}}; got {value!r}"
+        )
+    parts = []
+    for key in ("mean", "std"):
+        v = value[key]
+        v = [v] if isinstance(v, int | float) else v
+        if not isinstance(v, list | tuple) or not all(isinstance(x, int | float) for x in v):
+            raise ConfigError(f"{what}.normalize.{key} must be a list of numbers; got {value[key]!r}")
+        if len(v) == 1 and channels is not None:
+            v = list(v) * channels
+        if channels is not None and len(v) != channels:
+            raise ConfigError(f"{what}.normalize.{key} has {len(v)} values but the images have {channels} channels")
+        parts.append(tuple(float(x) for x in v))
+    if any(s <= 0 for s in parts[1]):
+        raise ConfigError(f"{what}.normalize.std must be > 0; got {list(parts[1])}")
+    return InputNorm(parts[0], parts[1])
 
 
 @dataclass
@@ -65,6 +110,12 @@ class ModelConfig:
     checkpoint: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     taps: dict[str, str] = field(default_factory=dict)  # role → module path, e.g. {feature: layer4}
+    # the input normalisation the model was trained with: dataset (the data's own statistics, kdlab's models),
+    # none ([0, 1] input), imagenet, or {mean: [...], std: [...]} in [0, 1] units (models/normalization.py)
+    normalize: Any = "dataset"
+
+    def __post_init__(self) -> None:
+        parse_normalize(self.normalize, "model", None)
 
 
 @dataclass

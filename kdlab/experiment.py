@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from kdlab.config import (
     ModelConfig,
     RunConfig,
     load_config,
+    parse_normalize,
     portable_paths,
     save_config,
     teacher_configs,
@@ -36,6 +38,7 @@ from kdlab.errors import ConfigError, KdlabError, ModelError
 from kdlab.methods import Distiller, Teacher, build_method
 from kdlab.methods.base import resolve_method_params
 from kdlab.models.loading import build_model, load_weights
+from kdlab.models.normalization import attach_input_norm
 from kdlab.typed_config import from_dict
 
 
@@ -63,6 +66,21 @@ def check_num_classes(model: nn.Module, image_shape: tuple[int, int, int], num_c
         raise ModelError(f"{what} outputs {tuple(out.shape[1:])} logits but the dataset has {num_classes} classes")
 
 
+def model_from_config(
+    mcfg: ModelConfig,
+    num_classes: int,
+    image_shape: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    what: str,
+) -> tuple[nn.Module, dict[str, str]]:
+    """The model `mcfg` describes (zoo name or factory) and its taps, for images of image_shape (C, H, W) that
+    arrive normalised with the dataset's mean/std; with `normalize` set, adapted to its own normalisation."""
+    model, taps = build_model(mcfg.name, num_classes, image_shape[0], mcfg.factory, mcfg.kwargs, mcfg.taps)
+    own = parse_normalize(mcfg.normalize, what, image_shape[0])
+    return attach_input_norm(model, own, mean, std), taps
+
+
 def build_teacher(mcfg: ModelConfig, data: ImageDataset, label: str) -> Teacher:
     """A frozen teacher with its checkpoint loaded (a teacher without a checkpoint is an error)."""
     if not mcfg.checkpoint:
@@ -70,14 +88,14 @@ def build_teacher(mcfg: ModelConfig, data: ImageDataset, label: str) -> Teacher:
             f"{label}.checkpoint is not set: train a teacher first (kdlab train …) and pass "
             f"{label}.checkpoint=RUN_DIR or a .pth/.safetensors file"
         )
-    model, taps = build_model(mcfg.name, data.num_classes, data.image_shape[0], mcfg.factory, mcfg.kwargs, mcfg.taps)
+    model, taps = model_from_config(mcfg, data.num_classes, data.image_shape, data.mean, data.std, label)
     load_weights(model, mcfg.checkpoint, taps.get("classifier"), what=label)
     check_num_classes(model, data.image_shape, data.num_classes, label)
     return Teacher(model, taps, label)
 
 
 def build_student(mcfg: ModelConfig, data: ImageDataset) -> tuple[nn.Module, dict[str, str]]:
-    model, taps = build_model(mcfg.name, data.num_classes, data.image_shape[0], mcfg.factory, mcfg.kwargs, mcfg.taps)
+    model, taps = model_from_config(mcfg, data.num_classes, data.image_shape, data.mean, data.std, "student")
     check_num_classes(model, data.image_shape, data.num_classes, "student")
     if mcfg.checkpoint:
         load_weights(model, mcfg.checkpoint, taps.get("classifier"), what="student")
@@ -225,14 +243,15 @@ def load_trained(path: str | Path, which: str = "best") -> tuple[Distiller, RunC
     info = meta["data"]
     shape = tuple(info["image_shape"])
     torch.manual_seed(0)
-    n, c = info["num_classes"], shape[0]
-    student, s_taps = build_model(cfg.student.name, n, c, cfg.student.factory, cfg.student.kwargs, cfg.student.taps)
+    n = info["num_classes"]
+    mean, std = info["mean"], info["std"]
+    student, s_taps = model_from_config(cfg.student, n, shape, mean, std, "student")
     teachers = []
     if _needs_teacher(cfg):
         # The architectures only: what inference needs of a teacher (e.g. a shared classifier) is in the
         # checkpoint, so the teachers' own weight files need not exist on this machine.
-        for t in teacher_configs(cfg):
-            t_model, t_taps = build_model(t.name, n, c, t.factory, t.kwargs, t.taps)
+        for i, t in enumerate(teacher_configs(cfg)):
+            t_model, t_taps = model_from_config(t, n, shape, mean, std, f"teachers[{i}]")
             teachers.append(Teacher(t_model, t_taps))
     method = build_method({**cfg.method}, student, teachers, s_taps, (shape[0], shape[1], shape[2]))
     method.load_checkpoint_state(model_state)

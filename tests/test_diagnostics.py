@@ -150,9 +150,14 @@ def test_analyze_a_two_teacher_run(ensemble_run):
     release = report["release_definitions"]
     assert release["fidelity"]["ensemble"]["agreement"] * 100 == pytest.approx(fid["agreement"], abs=5)
     assert set(release["ece_10_unweighted"]) == {"teacher0", "teacher1", "student"}
-    # a standard preset as the augmented view
-    strong = analyze_run(run_dir, view="strong", max_samples=200, log=lambda _: None)
+    assert set(release["attention_iou"]) == set(report["attention_iou"])  # masks > 0.5, batches of 128
+    # the run's own training view (crop + flip, then its AutoAugment x') on the train and test images
+    assert report["training_view"] == "crop_flip + autoaugment"
+    assert student["val_aug_acc"] < student["test_acc"] and student["train_aug_acc"] < student["train_acc"]
+    # a standard preset as the augmented view; metrics measured on val_aug, as the release's scripts do
+    strong = analyze_run(run_dir, view="strong", split="val_aug", max_samples=200, log=lambda _: None)
     assert strong["test_aug_view"] == "strong" and 0 <= strong["models"]["student"]["test_aug_acc"] <= 100
+    assert strong["split"] == "val_aug" and (run_dir / "analysis-val_aug" / "analysis.json").is_file()
 
 
 def test_report_of_a_run_is_self_contained_and_renders_in_chromium(ensemble_run, tmp_path):

@@ -16,6 +16,7 @@ def images():
     rng = np.random.default_rng(0)
     arr = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     arr[0] //= 3  # a low-contrast image, where autocontrast and equalize do most
+    arr[1] = 17 + arr[1] % 200  # a range autocontrast stretches by a non-integer factor (Pillow truncates)
     return arr, torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 
@@ -81,10 +82,19 @@ def test_sharpness_of_images_without_an_interior_is_pillows_identity():
     )
 
 
-def test_rotate_matches_pillow_but_for_ties(images):
+@pytest.mark.parametrize("angle", [20.0, -7.5, 30.0, 90.0])
+def test_rotate_equals_pillow_exactly(images, angle):
+    """Pillow resamples rotations in 16.16 fixed point; affine_index does the same, so even ties agree."""
     arr, u = images
-    diff = (O.rotate(u, _full(20.0)).int() - _pil(arr, lambda i: i.rotate(20, fillcolor=(128, 128, 128))).int()).abs()
-    assert (diff > 1).float().mean() < 0.01  # nearest-neighbour ties at a few pixels
+    assert torch.equal(O.rotate(u, _full(angle)), _pil(arr, lambda i: i.rotate(angle, fillcolor=(128, 128, 128))))
+
+
+@pytest.mark.parametrize("factor", [0.111, 0.2, -0.3, 0.0333])
+def test_shears_equal_pillow_exactly_where_a_float_nudge_would_not(images, factor):
+    arr, u = images
+    assert torch.equal(O.shear_x(u, _full(factor)), _pil(arr, _affine((1, factor, 0, 0, 1, 0))))
+    assert torch.equal(O.shear_y(u, _full(factor)), _pil(arr, _affine((1, 0, 0, factor, 1, 0))))
+    assert torch.equal(O.translate_x(u, _full(factor * 10)), _pil(arr, _affine((1, 0, factor * 10, 0, 1, 0))))
 
 
 def test_grey_images_follow_pillows_L_mode():

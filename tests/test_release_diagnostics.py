@@ -98,3 +98,63 @@ def test_three_teachers_get_their_common_attention_iou():
                       True, 0, 0.4)  # fmt: skip
     assert out.iou["teachers"] == pytest.approx(1 / 4)  # column 1 of columns 0–3
     assert out.iou["teacher0~teacher1"] == pytest.approx(1 / 3)
+
+
+def release_iou(cams: list[torch.Tensor], batch: int = 128) -> float:
+    """Guo et al.'s IoU scripts (IoU/calculate-IoU.py, calculate-IoU_3T.py), re-typed: per batch, each model's
+    class-summed map (B, h, w) upsampled, min–max normalised per image (+1e-8), mask > 0.5; IoU = Σ∧ / Σ∨ over
+    the batch, weighted by the batch's size."""
+    total, count = 0.0, 0
+    for start in range(0, len(cams[0]), batch):
+        binary = []
+        for cam in cams:
+            c = cam[start : start + batch]
+            r = F.interpolate(c.unsqueeze(0), size=(8, 8), mode="bilinear", align_corners=False).squeeze(0)
+            n = torch.zeros_like(r)
+            for i in range(len(c)):
+                n[i] = (r[i] - r[i].min()) / (r[i].max() - r[i].min() + 1e-8)
+            binary.append((n > 0.5).long())
+        inter = torch.sum(torch.stack(binary).prod(0))
+        union = torch.sum(torch.stack(binary).sum(0) > 0)
+        total += (inter / union).item() * len(binary[0])
+        count += len(binary[0])
+    return total / count
+
+
+def test_release_attention_iou_thresholds_at_half_and_weights_batches_by_size():
+    from kdlab.commands.analysis import _run_models
+    from kdlab.data.dataset import ImageSplit
+    from kdlab.views import Normalize
+
+    g = torch.Generator().manual_seed(0)
+    n = 300  # batches of 128, 128, 44: weighting matters
+    cams = {name: torch.rand(n, 4, 4, generator=g) for name in ("teacher0", "teacher1", "teacher2", "student")}
+
+    def predictor(name: str):  # type: ignore[no-untyped-def]
+        def predict(x: torch.Tensor):  # type: ignore[no-untyped-def]
+            start = int(x[0, 0, 0, 0].round())  # the images carry their index
+            return torch.zeros(len(x), 3), cams[name][start : start + len(x)]
+
+        return predict
+
+    images = torch.arange(n).view(n, 1, 1, 1).expand(n, 1, 8, 8).to(torch.uint8)
+    split = ImageSplit(images, torch.zeros(n, dtype=torch.long))
+    predictors = {k: predictor(k) for k in cams}
+    out = _run_models(
+        predictors, split, Normalize([0.0], [1 / 255]), None, torch.Generator(), 100, torch.device("cpu"), True, 0, 0.4
+    )  # fmt: skip  (normalised x = the index)
+    ours = out.iou_release
+    assert ours["teacher0~student"] == pytest.approx(release_iou([cams["teacher0"], cams["student"]]), abs=1e-6)
+    three = [cams["teacher0"], cams["teacher1"], cams["teacher2"]]
+    assert ours["teachers"] == pytest.approx(release_iou(three), abs=1e-6)  # the release divides in float32
+    assert ours["teacher0~student"] != pytest.approx(out.iou["teacher0~student"], abs=1e-3)  # 0.4 vs 0.5
+
+
+def test_batch_iou_weighting_hand_case():
+    from kdlab.metrics import batch_iou
+
+    inter = torch.tensor([1, 1, 0])
+    union = torch.tensor([1, 1, 2])
+    # batches of 2: [2/2, 0/2] → plain mean ½, weighted (1·2 + 0·1) / 3
+    assert batch_iou(inter, union, 2, weighted=False) == pytest.approx(0.5)
+    assert batch_iou(inter, union, 2, weighted=True) == pytest.approx(2 / 3)

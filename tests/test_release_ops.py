@@ -56,17 +56,6 @@ def test_policy_views_take_the_semantics_and_autoaugment_defaults_to_the_release
     assert not torch.equal(a, b)
 
 
-def test_randaugment_magnitude_scale_is_explicit():
-    """timm's m = 10 is its full range: bin 30 of torchvision's 31-bin space; torchvision's m = 10 is bin 10."""
-    timm = build_view("randaugment", {"scale": "timm", "m": 10}, 16)
-    tv = build_view("randaugment", {"m": 10}, 16)
-    assert timm.fused.bins == [30] and tv.fused.bins == [10]
-    from kdlab.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="0 ≤ m ≤ 10"):
-        build_view("randaugment", {"scale": "timm", "m": 11}, 16)
-
-
 def test_release_cutout_hole_is_the_dataset_mean():
     x = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     mean = (0.5071, 0.4865, 0.4409)

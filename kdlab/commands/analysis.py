@@ -27,30 +27,63 @@ from kdlab.errors import ConfigError
 from kdlab.io import atomic_write_json
 from kdlab.methods.base import Teacher, model_class_map
 from kdlab.metrics import (
+    batch_iou,
     ece_release,
     expected_calibration_error,
     fidelity_report,
-    iou,
+    iou_counts,
     mean_entropy,
     normalize_cam,
     release_batch_fidelity,
     reliability_bins,
 )
-from kdlab.views import REFERENCE_VIEW, STANDARD_VIEWS, VIEWS, Normalize, PresetView, build_view, to_unit
+from kdlab.views import (
+    REFERENCE_VIEW,
+    STANDARD_VIEWS,
+    VIEWS,
+    Normalize,
+    PresetView,
+    StandardView,
+    StrongView,
+    ViewOutput,
+    build_view,
+    to_unit,
+)
 
-SPLITS = ("test", "train", "test_aug")
+# test, train: clean; test_aug: test images through a chosen view (--view); train_aug, val_aug: train and test
+# images through the run's own training view (Guo et al.'s release measures "train" and "val_aug" so)
+SPLITS = ("test", "train", "test_aug", "train_aug", "val_aug")
+AUGMENTED = {"test_aug": "test", "train_aug": "train", "val_aug": "test"}  # split → the images it augments
 Predictor = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# Guo et al.'s IoU scripts: mask = min–max CAM > 0.5, IoU pooled per batch of 128, batches weighted by size
+RELEASE_IOU_THRESHOLD = 0.5
+RELEASE_BATCH = 128
 
 
 @dataclass
 class SplitOutputs:
-    """Logits (N, K) of every model on one split, attention IoUs averaged over batches, example masks."""
+    """Logits (N, K) of every model on one split, attention IoUs averaged over batches (kdlab's and the
+    release's definitions), example masks."""
 
     labels: torch.Tensor
     logits: dict[str, torch.Tensor]
     iou: dict[str, float]
+    iou_release: dict[str, float]
     example_images: torch.Tensor  # (E, C, H, W) in [0, 1]
     example_masks: dict[str, torch.Tensor]  # name → (E, H, W) bool
+
+
+class RunTrainingView(torch.nn.Module):
+    """The run's own training view on float [0, 1] images (B, C, H, W): its standard view x in training mode,
+    then its strong view x' where it has one (a scoring view by its unscored stand-in) → ViewOutput."""
+
+    def __init__(self, standard: StandardView, strong: StrongView | None):
+        super().__init__()
+        self.standard, self.strong = standard, strong
+
+    def forward(self, x: torch.Tensor, g: torch.Generator | None = None) -> ViewOutput:
+        x = self.standard.train()(x, g)
+        return self.strong(x, g) if self.strong is not None else ViewOutput(x)
 
 
 def analysis_dir(run_dir: Path, split: str) -> Path:
@@ -71,8 +104,9 @@ def analyze_run(
     """Analyse a finished (or partly trained) run folder; returns the analysis dict and writes its files.
 
     `split`: where fidelity, MI, ECE and attention are measured — test, train (the images the student
-    trained on, clean) or test_aug (test images through `view`, default the run's strong view or autoaugment).
-    Accuracy and loss on train, test and test_aug are always reported (generalisation gap, affinity)."""
+    trained on, clean), test_aug (test images through `view`, default the run's strong view or autoaugment),
+    train_aug / val_aug (train / test images through the run's own training view, RunTrainingView). Accuracy
+    and loss on every split are always reported (generalisation gap, affinity)."""
     from kdlab.experiment import build_teacher, check_same_data, load_trained, resolve_device
     from kdlab.report.plots import plot_attention_grid, plot_reliability
 
@@ -99,28 +133,43 @@ def analyze_run(
     predictors["student"] = method.predict_with_class_map
     normalize = Normalize(meta["data"]["mean"], meta["data"]["std"]).to(device)
     aug_view = view or cfg.views.strong or REFERENCE_VIEW
+    size, mean = data.image_shape[1], meta["data"]["mean"]
+    family = cfg.views.preset_family
     augment: torch.nn.Module
     if aug_view in STANDARD_VIEWS and aug_view not in VIEWS:  # a standard preset (weak, strong) as the view
-        augment = PresetView(aug_view, data.image_shape[1], meta["data"]["mean"]).to(device)
+        augment = PresetView(aug_view, size, mean, family).to(device)
     else:
-        stand_in = VIEWS.get(aug_view).unscored_stand_in
-        if VIEWS.get(aug_view).needs_scores and stand_in:
-            aug_view = stand_in  # a scoring view needs a training student; the augmented split uses its stand-in
-        augment = build_view(aug_view, {}, data.image_shape[1], meta["data"]["mean"]).to(device)
+        aug_view = _unscored(aug_view)  # a scoring view needs a training student: its stand-in
+        augment = build_view(aug_view, {}, size, mean).to(device)
+    own_strong = None
+    if cfg.views.strong:
+        own_params = {
+            "strength": cfg.views.strength,
+            "per_batch_compat": cfg.views.per_batch_compat,
+            **cfg.views.params,
+        }
+        if _unscored(cfg.views.strong) != cfg.views.strong:
+            own_params = {}  # the stand-in takes its own defaults
+        own_strong = build_view(_unscored(cfg.views.strong), own_params, size, mean)
+    own_standard = StandardView(cfg.views.standard, size, cfg.data.crop_padding, cfg.data.flip, mean, family)
+    views: dict[str, torch.nn.Module] = {"test_aug": augment, "train_aug": RunTrainingView(own_standard, own_strong)}
+    views["val_aug"] = views["train_aug"]
+    for v in views.values():
+        v.to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
     def split_images(name: str) -> ImageSplit:
-        s = data.train if name == "train" else data.test
+        s = data.train if AUGMENTED.get(name, name) == "train" else data.test
         return s if max_samples is None or len(s) <= max_samples else _first(s, max_samples)
 
-    log(f"analysing {run_path} on {spec} ({split}, {len(teachers)} teacher(s), view for test_aug: {aug_view})")
+    own = cfg.views.standard + (f" + {cfg.views.strong}" if cfg.views.strong else "")
+    log(f"analysing {run_path} on {spec} ({split}, {len(teachers)} teacher(s), test_aug: {aug_view}, own view: {own})")
     outputs = {}
     for name in SPLITS:
         log(f"  {name}: {len(split_images(name))} images × {len(predictors)} models")
-        use_aug = name == "test_aug"
         with_masks = name == split
         outputs[name] = _run_models(
-            predictors, split_images(name), normalize, augment if use_aug else None, gen,
+            predictors, split_images(name), normalize, views.get(name), gen,
             cfg.data.eval_batch_size, device, with_masks, examples, threshold,
         )  # fmt: skip
     main = outputs[split]
@@ -133,13 +182,14 @@ def analyze_run(
         "split": split,
         "samples": int(main.labels.numel()),
         "test_aug_view": aug_view,
+        "training_view": own,
         "models": {},
         "fidelity": {},
         "attention_iou": main.iou,
     }
     ensemble = None
     # The released code's definitions beside kdlab's (docs/fidelity.md): per batch of 128, KL × 10, ECE unweighted
-    release: dict[str, Any] = {"fidelity": {}, "ece_10_unweighted": {}}
+    release: dict[str, Any] = {"fidelity": {}, "ece_10_unweighted": {}, "attention_iou": main.iou_release}
     if teachers:
         ensemble = torch.stack([main.logits[f"teacher{i}"] for i in range(len(teachers))]).mean(0)
         report["fidelity"]["ensemble"] = fidelity_report(main.logits["student"], ensemble, data.num_classes)
@@ -165,6 +215,12 @@ def analyze_run(
     atomic_write_json(out_dir / "analysis.json", report)
     log(f"written: {out_dir / 'analysis.json'}, reliability.png, attention.png")
     return report
+
+
+def _unscored(view: str) -> str:
+    """A view that scores with the training student (CutMixPick) by its unscored stand-in; others as they are."""
+    cls = VIEWS.get(view)
+    return cls.unscored_stand_in if cls.needs_scores and cls.unscored_stand_in else view
 
 
 def _teacher_predictor(t: Teacher) -> Predictor:
@@ -219,8 +275,10 @@ def _run_models(
     examples: int,
     threshold: float,
 ) -> SplitOutputs:
-    """Every model over the split in fixed order; with masks: CAM IoU per batch (teacher pairs, each teacher
-    with the student, all models together), averaged over batches, and the masks of `examples` images."""
+    """Every model over the split in fixed order; with masks: CAM IoU (teacher pairs, each teacher with the
+    student, all models together) pooled per batch and averaged over batches — kdlab's (masks ≥ `threshold`,
+    the eval batches, plain mean) and the release's (masks > 0.5, batches of 128 weighted by size) — and the
+    masks of `examples` images."""
     logits: dict[str, list[torch.Tensor]] = {n: [] for n in predictors}
     labels_out, ious = [], {}
     teachers = [n for n in predictors if n.startswith("teacher")]
@@ -231,6 +289,7 @@ def _run_models(
     if len(predictors) >= 3:
         pairs["all"] = tuple(predictors)  # type: ignore[assignment]
     per_batch: dict[str, list[float]] = {k: [] for k in pairs}
+    counts: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {k: [] for k in pairs}  # release: per image
     ex_images: list[torch.Tensor] = []
     ex_masks: dict[str, list[torch.Tensor]] = {n: [] for n in predictors}
     ex_index = torch.linspace(0, len(split) - 1, examples).round().long().unique() if examples else torch.empty(0)
@@ -245,26 +304,35 @@ def _run_models(
                 src, partner = labels[out.mix.src], labels[out.mix.partner]
                 labels = torch.where(out.mix.lam >= 0.5, src, partner)
         x = normalize(x01)
-        masks = {}
+        masks, release_masks = {}, {}
         for n, predict in predictors.items():
             lg, summed = predict(x)
             logits[n].append(lg.float().cpu())
             if with_masks:
-                masks[n] = normalize_cam(summed, (x.shape[-2], x.shape[-1]), threshold).cpu()
+                cam = normalize_cam(summed, (x.shape[-2], x.shape[-1]), None).cpu()
+                masks[n], release_masks[n] = cam >= threshold, cam > RELEASE_IOU_THRESHOLD
         labels_out.append(labels.cpu())
         if with_masks:
             for key, members in pairs.items():
-                per_batch[key].append(iou(*[masks[m] for m in members]))
+                inter, union = iou_counts(*[masks[m] for m in members])
+                per_batch[key].append(batch_iou(inter, union, len(inter), weighted=False))
+                counts[key].append(iou_counts(*[release_masks[m] for m in members]))
             take = ex_index[(ex_index >= start) & (ex_index < start + x01.shape[0])] - start
             if take.numel():  # examples spread evenly over the split (test sets are often sorted by class)
                 ex_images.append(x01.cpu()[take].float())
                 for n in predictors:
                     ex_masks[n].append(masks[n][take])
     ious = {k: sum(v) / len(v) for k, v in per_batch.items() if v}
+    release = {
+        k: batch_iou(torch.cat([i for i, _ in v]), torch.cat([u for _, u in v]), RELEASE_BATCH, weighted=True)
+        for k, v in counts.items()
+        if v
+    }
     return SplitOutputs(
         torch.cat(labels_out),
         {n: torch.cat(v) for n, v in logits.items()},
         ious,
+        release,
         torch.cat(ex_images) if ex_images else torch.empty(0),
         {n: torch.cat(v) for n, v in ex_masks.items() if v},
     )

@@ -1,7 +1,7 @@
 """Metrics computed from predictions: T. stddev, fidelity (agreement, KL, MI, entropy), calibration (ECE),
 class-agnostic CAM attention and IoU."""
 
-from kdlab.metrics.attention import class_agnostic_cam, class_summed_map, iou, normalize_cam
+from kdlab.metrics.attention import batch_iou, class_agnostic_cam, class_summed_map, iou, iou_counts, normalize_cam
 from kdlab.metrics.calibration import ece_release, expected_calibration_error, reliability_bins
 from kdlab.metrics.fidelity import (
     agreement,
@@ -17,12 +17,14 @@ from kdlab.metrics.tstddev import t_stddev, t_stddev_chunks
 
 __all__ = [
     "agreement",
+    "batch_iou",
     "class_agnostic_cam",
     "class_summed_map",
     "ece_release",
     "expected_calibration_error",
     "fidelity_report",
     "iou",
+    "iou_counts",
     "kl_divergence",
     "knn_mutual_information",
     "label_entropy",

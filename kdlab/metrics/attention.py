@@ -32,6 +32,32 @@ def normalize_cam(summed: torch.Tensor, size: tuple[int, int], threshold: float 
     return cam if threshold is None else cam >= threshold
 
 
+def iou_counts(*masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image of two or more boolean masks (B, H, W): the pixels in all of them and in any of them, int64
+    (B,) each (iou() of a batch is their sums' ratio)."""
+    inter, union = masks[0].clone(), masks[0].clone()
+    for m in masks[1:]:
+        inter &= m
+        union |= m
+    return inter.flatten(1).sum(1), union.flatten(1).sum(1)
+
+
+def batch_iou(inter: torch.Tensor, union: torch.Tensor, batch: int, weighted: bool) -> float:
+    """IoU pooled within consecutive batches of `batch` images (a batch with an empty union counts 1), then
+    averaged over the batches: plainly (kdlab) or weighted by batch size (Guo et al.'s release, whose last
+    batch is smaller). inter, union: (N,) from iou_counts."""
+    ratios, sizes = [], []
+    for start in range(0, len(inter), batch):
+        i, u = int(inter[start : start + batch].sum()), int(union[start : start + batch].sum())
+        ratios.append(1.0 if u == 0 else i / u)
+        sizes.append(min(batch, len(inter) - start))
+    if not ratios:
+        return float("nan")
+    if weighted:
+        return sum(r * n for r, n in zip(ratios, sizes, strict=True)) / sum(sizes)
+    return sum(ratios) / len(ratios)
+
+
 def iou(*masks: torch.Tensor) -> float:
     """Intersection over union of two or more boolean masks (B, H, W), pooled over the batch:
     Σ(A1 ∧ A2 ∧ …) / Σ(A1 ∨ A2 ∨ …). Two empty masks have IoU 1."""

@@ -1,6 +1,6 @@
 """Augmentation views on device: the standard view x and strong views x' (registered by name)."""
 
-from kdlab.views import mixing, pick, policies, simple  # noqa: F401  (registers the views)
+from kdlab.views import jitter, mixing, pick, policies, simple  # noqa: F401  (registers the views)
 from kdlab.views.base import VIEWS, MixInfo, Scorer, ScoreRequest, StrongView, ViewOutput, build_view
 from kdlab.views.pipeline import TrainBatch, ViewPipeline, build_pipeline
 from kdlab.views.standard import STANDARD_VIEWS, Normalize, PresetView, StandardView, random_crop_flip, to_unit

@@ -1,16 +1,17 @@
-"""The 14 AutoAugment image operations as batched tensor code on 8-bit images, with a parameter per sample.
+"""The 14 AutoAugment image operations (and timm's solarize_add) as batched tensor code on 8-bit images, with a
+parameter per sample.
 
 Every op takes uint8 images u (N, C, H, W) (C = 3, or 1 for grey) and per-sample parameters v (N,), and returns
 uint8 images of the same shape equal to Pillow's (ImageOps / ImageEnhance / Image.transform, the library the
-AutoAugment reference code used) — for every op but rotate, whose nearest-neighbour sampling differs at a few
-tied pixels. Pillow's arithmetic is copied: an enhance op is Image.blend, trunc(d + α·(u − d)) in float32, with
-its "degenerate" image d; grey is convert("L")'s integer luma; posterize/solarize/equalize/autocontrast are
-Pillow's lookup tables; geometric ops read the pixel at the floor of the inverse map, grey (128) outside.
+AutoAugment reference code used), bit for bit. Pillow's arithmetic is copied: an enhance op is Image.blend,
+trunc(d + α·(u − d)) in float32, with its "degenerate" image d; grey is convert("L")'s integer luma;
+posterize/solarize/equalize/autocontrast are Pillow's lookup tables; geometric ops read the pixel at the floor
+of the inverse map, computed in Pillow's 16.16 fixed point, grey (128) outside.
 
-Seven ops are per-channel lookup tables over the 256 values (contrast, brightness, posterize, solarize,
-auto_contrast, equalize, invert). `apply_grouped` runs all table ops drawn in a slot as one gather, the five
-geometric ops as one resampling, color and sharpness once each: a fixed handful of batched calls per slot, since
-on small images the call count, not the pixel arithmetic, bounds the speed."""
+Eight ops are per-channel lookup tables over the 256 values (contrast, brightness, posterize, solarize,
+auto_contrast, equalize, invert, solarize_add). `apply_grouped` runs all table ops drawn in a slot as one
+gather, the five geometric ops as one resampling, color and sharpness once each: a fixed handful of batched
+calls per slot, since on small images the call count, not the pixel arithmetic, bounds the speed."""
 
 from __future__ import annotations
 
@@ -103,19 +104,27 @@ def _solarize_lut(u: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
     return torch.where(i < threshold.to(u.device, torch.float32).view(-1, 1, 1), i, 255 - i)
 
 
+def _solarize_add_lut(u: torch.Tensor, add: torch.Tensor) -> torch.Tensor:
+    # timm's solarize_add: every value below 128 raised by `add` (0…110), capped at 255
+    i = _levels(u.device).view(1, 1, 256)
+    return torch.where(i < 128, (i + add.to(u.device, torch.float32).view(-1, 1, 1)).clamp_(max=255), i)
+
+
 def _invert_lut(u: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
     return (255 - _levels(u.device)).expand(len(u), 1, 256)
 
 
 def _auto_contrast_lut(u: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
-    # ImageOps.autocontrast (cutoff 0): each channel's range stretched to 0…255, rounded; a one-level channel stays
+    # ImageOps.autocontrast (cutoff 0): each channel's range stretched to 0…255 as Pillow computes it,
+    # int(i·scale + offset) with scale = 255 / (hi − lo), offset = −lo·scale in double precision (truncated, not
+    # rounded); a one-level channel stays
     flat = u.view(*u.shape[:2], -1)
-    lo, hi = flat.amin(2, keepdim=True), flat.amax(2, keepdim=True)  # (N, C, 1)
-    levels = _levels(u.device)
-    span = (hi - lo).to(torch.float32)
-    lut = (levels - lo).mul_(255 / span.clamp_min(1)).round_().clamp_(0, 255)
+    lo, hi = flat.amin(2, keepdim=True).double(), flat.amax(2, keepdim=True).double()  # (N, C, 1)
+    levels = _levels(u.device).double()
+    scale = 255.0 / (hi - lo).clamp_min(1)
+    lut = (levels * scale - lo * scale).floor_().clamp_(0, 255)
     # a one-level channel keeps its values (lerp by exactly 0 or 1 is exact, and cheaper than torch.where)
-    return torch.lerp(levels, lut, (span > 0).to(torch.float32))
+    return torch.lerp(levels, lut, (hi > lo).double()).float()
 
 
 def _ones_i32(rows: int, cols: int, device: torch.device) -> torch.Tensor:
@@ -168,6 +177,7 @@ solarize = _table_op(_solarize_lut, "ImageOps.solarize above threshold v (N,), 0
 auto_contrast = _table_op(_auto_contrast_lut, "ImageOps.autocontrast (v unused).")
 equalize = _table_op(_equalize_lut, "ImageOps.equalize per channel (v unused).")
 invert = _table_op(_invert_lut, "ImageOps.invert (v unused).")
+solarize_add = _table_op(_solarize_add_lut, "timm's solarize_add: values below 128 raised by v (N,), capped at 255.")
 
 
 def color(u: torch.Tensor, factor: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -207,26 +217,61 @@ def affine_index(matrices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Where each output pixel reads from under Image.transform(AFFINE), nearest neighbour: (N, H·W) int64 flat
     indices into the image framed by one pixel of fill, (H + 2, W + 2). matrices (N, 2, 3): Pillow's (a, b, c, d,
     e, f), mapping each output pixel centre (x + ½, y + ½) to the input point (a·x + b·y + c, d·x + e·y + f) in
-    pixels, whose floor is the pixel read; size (H, W)."""
+    pixels, whose floor is the pixel read; size (H, W).
+
+    Computed as Pillow computes it (Geometry.c), so that ties fall the same way: a pure shift/scale (b = d = 0)
+    in double precision; any other map in 16.16 fixed point, each coefficient rounded to 1/65536 first."""
     h, w = size
     n, dev = len(matrices), matrices.device
-    a, b, cc, d, e, f = matrices.to(torch.float32).view(n, 6, 1, 1).unbind(1)  # each (N, 1, 1)
-    xs = torch.arange(w, device=dev, dtype=torch.float32) + 0.5
-    ys = torch.arange(h, device=dev, dtype=torch.float32).view(h, 1) + 0.5
-    # A point outside clamps onto the frame (hence the +1), so no mask. A 1e-3 px nudge: the shears hit lattice
-    # points exactly, where float error must not decide the floor.
-    shift = 1 + 1e-3
-    px = torch.add(a * xs + (cc + shift), b * ys).floor_().clamp_(0, w + 1)  # (N, H, W)
-    py = torch.add(d * xs + (f + shift), e * ys).floor_().clamp_(0, h + 1)
+    m = matrices.to(torch.float64).view(n, 6)
+    xs = torch.arange(w, device=dev, dtype=torch.float64)
+    ys = torch.arange(h, device=dev, dtype=torch.float64).view(h, 1)
+    a, b, c, d, e, f = (m[:, k].view(n, 1, 1) for k in range(6))
+    px = (c + a * 0.5 + a * xs).floor() + 0 * ys  # (N, H, W)
+    py = (f + e * 0.5 + e * ys).floor() + 0 * xs
+    skew = ((b != 0) | (d != 0)).view(n)
+    if skew.any():
+
+        def fix(v: torch.Tensor) -> torch.Tensor:  # Pillow's FIX(v) = floor(v·65536 + ½)
+            return (v * 65536.0 + 0.5).floor().to(torch.int64)
+
+        ms = m[skew]
+        fa, fb, fd, fe = (fix(ms[:, k]).view(-1, 1, 1) for k in (0, 1, 3, 4))
+        fc = fix(ms[:, 2] + ms[:, 0] * 0.5 + ms[:, 1] * 0.5).view(-1, 1, 1)
+        ff = fix(ms[:, 5] + ms[:, 3] * 0.5 + ms[:, 4] * 0.5).view(-1, 1, 1)
+        xi, yi = xs.to(torch.int64), ys.to(torch.int64)
+        px[skew] = torch.div(fc + fb * yi + fa * xi, 65536, rounding_mode="floor").to(torch.float64)
+        py[skew] = torch.div(ff + fe * yi + fd * xi, 65536, rounding_mode="floor").to(torch.float64)
+    # a point outside clamps onto the one-pixel frame of fill (hence the +1), so no mask
+    px = px.add_(1).clamp_(0, w + 1)
+    py = py.add_(1).clamp_(0, h + 1)
     return px.add_(py, alpha=w + 2).to(torch.int64).view(n, h * w)
 
 
-def resample(u: torch.Tensor, index: torch.Tensor, fill: int = 128, out: torch.Tensor | None = None) -> torch.Tensor:
+Fill = int | tuple[int, ...]
+
+
+def _framed(u: torch.Tensor, fill: Fill) -> torch.Tensor:
+    """u (N, C, H, W) in a one-pixel frame of `fill` (one value, or one per channel), (N, C, H + 2, W + 2)."""
+    if isinstance(fill, int):
+        return F.pad(u, (1, 1, 1, 1), value=fill)
+    framed = F.pad(u, (1, 1, 1, 1))
+    value = torch.tensor(fill, dtype=u.dtype, device=u.device)
+    if len(fill) != u.shape[1]:  # e.g. an RGB mean on grey images: their grey level
+        value = value.float().mean().round().to(u.dtype).expand(u.shape[1])
+    for edge in (framed[:, :, 0], framed[:, :, -1]):  # (N, C, W + 2)
+        edge.copy_(value.view(1, -1, 1).expand_as(edge))
+    for edge in (framed[:, :, :, 0], framed[:, :, :, -1]):  # (N, C, H + 2)
+        edge.copy_(value.view(1, -1, 1).expand_as(edge))
+    return framed
+
+
+def resample(u: torch.Tensor, index: torch.Tensor, fill: Fill = 128, out: torch.Tensor | None = None) -> torch.Tensor:
     """out[n, c].flat[p] = framed(u)[n, c].flat[index[n, p]]: u uint8 (N, C, H, W), index (N, H·W) from
-    affine_index, framed(u) = u in a one-pixel frame of `fill`; out: a contiguous uint8 (N, C, H, W) to write
-    into (u itself may be it), else a new tensor."""
+    affine_index, framed(u) = u in a one-pixel frame of `fill` (one 8-bit value, or one per channel); out: a
+    contiguous uint8 (N, C, H, W) to write into (u itself may be it), else a new tensor."""
     n, c, h, w = u.shape
-    framed = F.pad(u, (1, 1, 1, 1), value=fill).view(n, c, (h + 2) * (w + 2))
+    framed = _framed(u, fill).view(n, c, (h + 2) * (w + 2))
     index = index.view(n, 1, h * w).expand(n, c, h * w)
     if out is None:
         return framed.gather(2, index).view(n, c, h, w)
@@ -234,7 +279,7 @@ def resample(u: torch.Tensor, index: torch.Tensor, fill: int = 128, out: torch.T
     return out
 
 
-def affine(u: torch.Tensor, matrices: torch.Tensor, fill: int = 128, out: torch.Tensor | None = None) -> torch.Tensor:
+def affine(u: torch.Tensor, matrices: torch.Tensor, fill: Fill = 128, out: torch.Tensor | None = None) -> torch.Tensor:
     """Image.transform(AFFINE) per sample, nearest neighbour, `fill` outside. u uint8 (N, C, H, W); matrices
     (N, 2, 3) as in affine_index; out as in resample."""
     return resample(u, affine_index(matrices.to(u.device), (u.shape[-2], u.shape[-1])), fill, out)
@@ -272,6 +317,7 @@ OPS = {
     "auto_contrast": (auto_contrast, (0.0, 0.0), False),
     "equalize": (equalize, (0.0, 0.0), False),
     "invert": (invert, (0.0, 0.0), False),
+    "solarize_add": (solarize_add, (0.0, 110.0), False),  # timm's RandAugment only
 }
 # Ops that are one lookup table per sample (built per sample, applied in one gather), by name.
 _TABLE_BUILDERS = {
@@ -282,9 +328,10 @@ _TABLE_BUILDERS = {
     "auto_contrast": _auto_contrast_lut,
     "equalize": _equalize_lut,
     "invert": _invert_lut,
+    "solarize_add": _solarize_add_lut,
 }
 GEOMETRIC_OPS = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")  # resampled together
-STATIC_TABLE_OPS = ("brightness", "posterize", "solarize", "invert")  # tables that ignore the image
+STATIC_TABLE_OPS = ("brightness", "posterize", "solarize", "invert", "solarize_add")  # tables that ignore the image
 FACTOR_OPS = ("color", "contrast", "sharpness", "brightness")
 NAMES = list(OPS)
 
@@ -302,8 +349,8 @@ TABLES = _span(list(_TABLE_BUILDERS))
 STATIC_TABLES = tuple(NAMES.index(n) for n in STATIC_TABLE_OPS)
 SIGNED = torch.tensor([OPS[n][2] for n in NAMES])
 FACTOR = torch.tensor([n in FACTOR_OPS for n in NAMES])
-# RandAugment / TrivialAugmentWide op space (torchvision's, besides identity): no invert.
-RANDOM_SPACE = [n for n in NAMES if n != "invert"]
+# RandAugment / TrivialAugmentWide op space (torchvision's, besides identity): no invert, no solarize_add.
+RANDOM_SPACE = [n for n in NAMES if n not in ("invert", "solarize_add")]
 # (at bin 0, at bin 30) per op family for torchvision's 31-bin spaces; translate None: 150/331 of the image.
 _RANGES: dict[str, dict[str, tuple[float, float] | None]] = {
     "standard": {"shear": (0.0, 0.3), "translate": None, "rotate": (0.0, 30.0), "enhance": (0.0, 0.9)},
@@ -358,7 +405,7 @@ class Semantics:
     Wang et al. (arXiv 2012.02909) ran torchvision's AutoAugment on uint8 tensors (torchvision 0.10/0.11): black
     fill, translations truncated to whole pixels (`int(magnitude)`), shears about the image centre."""
 
-    fill: int = 128
+    fill: Fill = 128  # one 8-bit value, or one per channel (timm fills with the dataset mean)
     shear_about_centre: bool = False
     whole_pixel_translate: bool = False
 

@@ -117,9 +117,11 @@ def build_pipeline(
     std: Sequence[float],
     crop_padding: int = 4,
     flip: bool = True,
+    preset_family: str = "auto",
 ) -> ViewPipeline:
     """The standard view `standard`, the optional strong view `strong` with its `params` (strength and
     per_batch_compat included), and normalisation by the dataset's mean/std ([0, 1] units) for
-    square images of `image_size` pixels."""
+    square images of `image_size` pixels; `preset_family` picks the weak/strong presets' transforms."""
     view = build_view(strong, params, image_size, mean) if strong else None
-    return ViewPipeline(StandardView(standard, image_size, crop_padding, flip, mean), Normalize(mean, std), view)
+    x_view = StandardView(standard, image_size, crop_padding, flip, mean, preset_family)
+    return ViewPipeline(x_view, Normalize(mean, std), view)

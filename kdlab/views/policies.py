@@ -10,6 +10,8 @@ draw of everything."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from kdlab.errors import ConfigError
+from kdlab.typed_config import bounded
 from kdlab.views import image_ops
 from kdlab.views.base import StrongView, ViewOutput, ViewParams, register_view
 
@@ -52,14 +55,19 @@ class _PolicyView(StrongView):
     def _branches(self) -> list[nn.Module]:
         return list(self.kornia.children())
 
+    def _run_fused(self, u: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        """The policy on kdlab's ops, in place on uint8 u (B, C, H, W); returns u."""
+        assert self.fused is not None
+        return self.fused.run(u, g, self.params.per_batch_compat)
+
     def transform_u8(self, u: torch.Tensor, g: torch.Generator | None) -> ViewOutput | None:
         if self.fused is None:
             return None
-        return ViewOutput(self.fused.run(u.clone(), g, self.params.per_batch_compat).to(torch.float32).div_(255))
+        return ViewOutput(self._run_fused(u.clone(), g).to(torch.float32).div_(255))
 
     def transform(self, x: torch.Tensor, g: torch.Generator | None) -> ViewOutput:
         if self.fused is not None:
-            out = self.fused.run(to_u8(x), g, self.params.per_batch_compat)
+            out = self._run_fused(to_u8(x), g)
             return ViewOutput(out.to(x.dtype).div_(255))
         branches = self._branches()
         b, c = x.shape[:2]
@@ -172,6 +180,79 @@ class FusedRandom:
         return u
 
 
+# timm's RandAugment (`rand-n…-m…-mstd…`, the op set of its rand_augment_transform): 15 ops, each drawn uniformly
+# with replacement and applied with probability ½, its level (0…10) mapped to the op's argument as below.
+TIMM_SPACE = (
+    "auto_contrast", "equalize", "invert", "rotate", "posterize", "solarize", "solarize_add", "color", "contrast",
+    "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y",
+)  # fmt: skip
+TIMM_MAX_LEVEL = 10.0
+
+
+def timm_argument(name: str, level: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """timm's unsigned argument of op `name` at levels (N,) in 0…10 for images of size (H, W): rotate 30°·l/10,
+    posterize int(4·l/10) bits (its "tpu" variant), solarize threshold int(256·l/10), solarize_add int(110·l/10),
+    enhance factors 0.1 + 1.8·l/10, shear 0.3·l/10, translate 0.45·l/10 of the image side; 0 for the rest."""
+    frac = level / TIMM_MAX_LEVEL
+    if name == "rotate":
+        return frac * 30.0
+    if name == "posterize":
+        return np.trunc(frac * 4)
+    if name == "solarize":
+        return np.trunc(frac * 256)
+    if name == "solarize_add":
+        return np.trunc(frac * 110)
+    if name in image_ops.FACTOR_OPS:
+        return frac * 1.8 + 0.1
+    if name in ("shear_x", "shear_y"):
+        return frac * 0.3
+    if name == "translate_x":
+        return frac * 0.45 * size[1]
+    if name == "translate_y":
+        return frac * 0.45 * size[0]
+    return np.zeros_like(level)
+
+
+class FusedTimmRandom:
+    """timm's RandAugment on kdlab's batched ops: per sample and layer, one of TIMM_SPACE uniformly, applied with
+    probability ½ at level N(m, mstd) clipped to 0…10 (m exactly when mstd = 0), rotate/shear/translate negated
+    with probability ½. Geometric ops resample nearest-neighbour (timm draws bilinear or bicubic per op)."""
+
+    def __init__(self, image_size: int, n: int, m: float, mstd: float, semantics: image_ops.Semantics):
+        self.size = (image_size, image_size)
+        self.n, self.m, self.mstd = n, m, mstd
+        self.semantics = semantics
+        self.op_index = np.array([image_ops.NAMES.index(name) for name in TIMM_SPACE])
+
+    def arguments(self, pick: np.ndarray, level: np.ndarray, negative: np.ndarray) -> np.ndarray:
+        """The signed arguments (N,) of ops TIMM_SPACE[pick] at `level`, negated where `negative` (signed ops)."""
+        value = np.zeros(len(pick))
+        for j, name in enumerate(TIMM_SPACE):
+            rows = pick == j
+            if rows.any():
+                value[rows] = timm_argument(name, level[rows], self.size)
+        signed = np.isin(self.op_index[pick], list(image_ops.GEOMETRIC))  # timm negates only these
+        return np.where(signed & negative, -value, value)
+
+    def run(
+        self, u: torch.Tensor, g: torch.Generator | None, per_batch: bool, fill: image_ops.Fill | None = None
+    ) -> torch.Tensor:
+        """Apply the policy to uint8 images u (B, C, H, W) in place; returns u. fill: the geometric ops' fill
+        (default the semantics')."""
+        b, dev = u.shape[0], u.device
+        k = 1 if per_batch else b
+        semantics = self.semantics if fill is None else dataclasses.replace(self.semantics, fill=fill)
+        for _ in range(self.n):
+            draws = torch.rand(4, k, generator=g, device=dev).expand(4, b).cpu().double().numpy()
+            noise = torch.randn(k, generator=g, device=dev).expand(b).cpu().double().numpy()
+            pick = np.minimum((draws[0] * len(TIMM_SPACE)).astype(np.int64), len(TIMM_SPACE) - 1)
+            level = np.clip(self.m + self.mstd * noise, 0.0, TIMM_MAX_LEVEL) if self.mstd > 0 else np.full(b, self.m)
+            op = np.where(draws[1] < 0.5, self.op_index[pick], -1)  # applied with probability ½
+            value = self.arguments(pick, level, draws[2] < 0.5)
+            image_ops.apply_grouped(u, torch.from_numpy(op), torch.from_numpy(value), None, semantics)
+        return u
+
+
 # `ops`: how the geometric ops fill, translate and shear (image_ops.Semantics). `release`: as the code released
 # with Wang et al. (arXiv 2012.02909) ran torchvision's AutoAugment — black fill, whole-pixel translations,
 # shears about the centre; `pillow`: as the TensorFlow/PIL AutoAugment and timm — grey (128) fill, fractional
@@ -214,9 +295,11 @@ class AutoAugmentView(_PolicyView):
 class RandAugmentParams(ViewParams):
     n: int = 2
     m: int = 10  # magnitude on `scale`; with impl=kornia, kornia's m (1…29)
-    # torchvision: m is a bin 0…30 of torchvision's 31-bin space (m = 10 is a third of the range); timm: m is
-    # 0…10 of timm's scale (m = 10 is the full range, bin 30; the magnitude noise `mstd` is not modelled)
+    # torchvision: torchvision's RandAugment, m a bin 0…30 of its 31-bin space (m = 10 is a third of the range);
+    # timm: timm's RandAugment (its 15-op set, each op applied with probability ½, m 0…10 where 10 is the full
+    # range, level noise `mstd`, geometric fill the dataset mean), as `rand-n{n}-m{m}-mstd{mstd}`
     scale: Literal["torchvision", "timm"] = "torchvision"
+    mstd: float = bounded(0.0, ge=0)  # timm: std of the Gaussian noise on the level, per op (0: exactly m)
     impl: Literal["fused", "kornia"] = "fused"
     ops: Ops = "pillow"  # timm's (and kdlab's earlier) semantics
 
@@ -225,31 +308,45 @@ class RandAugmentParams(ViewParams):
         top = 29 if self.impl == "kornia" else (10 if self.scale == "timm" else 30)
         if not 0 <= self.m <= top or self.n < 1:
             raise ConfigError(f"randaugment needs n ≥ 1 and 0 ≤ m ≤ {top}; got n={self.n}, m={self.m}")
-
-    @property
-    def bin(self) -> int:
-        """m as a bin of torchvision's 31-bin space."""
-        return self.m * 3 if self.scale == "timm" else self.m
+        if self.mstd > 0 and (self.scale != "timm" or self.impl != "fused"):
+            raise ConfigError("randaugment's mstd (level noise) is timm's: set views.params.scale=timm")
+        if self.scale == "timm" and self.impl != "fused":
+            raise ConfigError("randaugment with scale=timm runs on kdlab's ops: leave views.params.impl=fused")
 
 
 @register_view("randaugment")
 class RandAugmentView(_PolicyView):
-    """RandAugment (Cubuk et al. 2020): n ops per sample, each drawn uniformly (identity included), at
-    magnitude bin m of torchvision's 31-bin space."""
+    """RandAugment (Cubuk et al. 2020): n ops per sample. `scale=torchvision`: torchvision's (each op drawn
+    uniformly, identity included, at magnitude bin m of its 31-bin space); `scale=timm`: timm's (FusedTimmRandom)."""
 
     Params = RandAugmentParams
-    summary = "RandAugment: n random ops at magnitude m"
+    summary = "RandAugment: n random ops at magnitude m (torchvision's or timm's)"
+    fused: FusedPolicy | FusedRandom | FusedTimmRandom | None  # type: ignore[assignment]
 
     def __init__(self, params: RandAugmentParams, image_size: int):
         super().__init__(params, image_size)
         semantics = image_ops.SEMANTICS[params.ops]
         fused = params.impl == "fused"
-        self.fused = FusedRandom("standard", image_size, params.n, params.bin, semantics) if fused else None
+        if params.scale == "timm":
+            self.fused = FusedTimmRandom(image_size, params.n, float(params.m), params.mstd, semantics)
+        else:
+            self.fused = FusedRandom("standard", image_size, params.n, params.m, semantics) if fused else None
         if self.fused is None:
             from kornia.augmentation.auto import RandAugment
 
             self._use(RandAugment(n=1, m=params.m))
             self.n_layers = params.n
+
+    def _run_fused(self, u: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        if isinstance(self.fused, FusedTimmRandom) and self.params.ops == "pillow":
+            # timm's transform factory (and Guo et al.'s release) fill with the dataset mean, not grey
+            return self.fused.run(u, g, self.params.per_batch_compat, mean_fill(self.dataset_mean))
+        return super()._run_fused(u, g)
+
+
+def mean_fill(mean: Sequence[float] | None) -> tuple[int, ...] | None:
+    """A dataset mean in [0, 1] units as timm's 8-bit fill, min(255, round(255·m)) per channel; None if unknown."""
+    return None if mean is None else tuple(min(255, round(255 * m)) for m in mean)
 
 
 @dataclass

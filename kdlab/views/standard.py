@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.views.base import ViewOutput
+from kdlab.views.base import ViewOutput, build_view
 
 
 def crop_flip(
@@ -78,15 +78,62 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
 
 
 STANDARD_VIEWS = ("crop_flip", "weak", "strong", "none")
+PRESET_FAMILIES = ("auto", "cifar", "imagenet")
+
+
+def preset_family(family: str, image_size: int) -> str:
+    """`cifar` or `imagenet`: `auto` is cifar for images ≤ 32 px, imagenet otherwise."""
+    if family not in PRESET_FAMILIES:
+        from kdlab.errors import ConfigError
+
+        raise ConfigError(f"views.preset_family must be one of {', '.join(PRESET_FAMILIES)}; got {family!r}")
+    return family if family != "auto" else ("cifar" if image_size <= 32 else "imagenet")
+
+
+def guo_preset(kind: str, family: str, image_size: int, mean: Sequence[float] | None = None) -> nn.Sequential:
+    """The `weak` or `strong` training transform released with Guo et al., "Why does Knowledge Distillation
+    work? Rethink its attention and fidelity mechanism" (arXiv 2405.00739), on float [0, 1] images (B, C, S, S):
+
+    - cifar weak: RandomResizedCrop(scale 0.2–1, bicubic) + flip + rotation ±15°;
+    - cifar strong: RandomResizedCrop(0.2–1, bicubic) + flip + AutoAugment's CIFAR10 policy as the Pillow
+      implementation it used (grey fill, fractional translations, corner shears) + Cutout (black, as applied
+      before normalisation; 16 px at 224, scaled with the image), no rotation;
+    - imagenet weak: RandomResizedCrop(0.08–1) + flip + ColorJitter(0.4, 0.4, 0.4);
+    - imagenet strong: the weak transform, then timm's RandAugment `rand-n2-m10-mstd0.5` filled with the
+      dataset mean."""
+    import kornia.augmentation as K
+
+    family = preset_family(family, image_size)
+    size = (image_size, image_size)
+    if family == "cifar":
+        ops: list[nn.Module] = [
+            K.RandomResizedCrop(size, scale=(0.2, 1.0), resample="bicubic"),
+            K.RandomHorizontalFlip(),
+        ]
+        if kind == "weak":
+            ops.append(K.RandomRotation(15.0, p=1.0))
+        else:
+            ops.append(_ViewAsOp(build_view("autoaugment", {"policy": "cifar10", "ops": "pillow"}, image_size)))
+            hole = max(1, round(16 * image_size / 224))
+            ops.append(_ViewAsOp(build_view("cutout", {"size": hole, "ops": "pillow"}, image_size)))
+        return nn.Sequential(*ops)
+    ops = [
+        K.RandomResizedCrop(size, scale=(0.08, 1.0)),
+        K.RandomHorizontalFlip(),
+        _ViewAsOp(build_view("color_jitter", {}, image_size)),
+    ]
+    if kind == "strong":
+        timm = {"scale": "timm", "n": 2, "m": 10, "mstd": 0.5}
+        ops.append(_ViewAsOp(build_view("randaugment", timm, image_size, mean)))
+    return nn.Sequential(*ops)
 
 
 class StandardView(nn.Module):
     """uint8 batch → float [0, 1] batch with the standard training augmentation (none in eval mode).
 
-    kinds: `crop_flip` — per-sample RandomCrop(padding) + flip (the CRD protocol); `weak` — Guo et al.'s
-    (arXiv 2405.00739) RandomResizedCrop(scale 0.2–1) + flip + rotation ±15°; `strong` — their released strong
-    preset: RandomResizedCrop(0.2–1) + flip + AutoAugment (CIFAR10 policy at ≤ 32 px, else ImageNet) + Cutout
-    (16 px at 224, scaled with the image), without the weak preset's rotation; `none`."""
+    kinds: `crop_flip` — per-sample RandomCrop(padding) + flip (the CRD protocol); `weak` / `strong` — the
+    presets released with Guo et al. (arXiv 2405.00739), their CIFAR or ImageNet transforms by `family`
+    (guo_preset); `none`."""
 
     def __init__(
         self,
@@ -95,6 +142,7 @@ class StandardView(nn.Module):
         padding: int = 4,
         flip: bool = True,
         mean: Sequence[float] | None = None,
+        family: str = "auto",
     ):
         super().__init__()
         if kind not in STANDARD_VIEWS:
@@ -106,23 +154,7 @@ class StandardView(nn.Module):
         self.flip = flip
         self.ops: nn.Module | None = None
         if kind in ("weak", "strong"):
-            import kornia.augmentation as K
-
-            ops: list[nn.Module] = [
-                K.RandomResizedCrop((image_size, image_size), scale=(0.2, 1.0)),
-                K.RandomHorizontalFlip(),
-            ]
-            if kind == "weak":  # the released strong preset has no rotation (RethinkKD's transforms)
-                ops.append(K.RandomRotation(15.0, p=1.0))
-            if kind == "strong":
-                from kdlab.views.policies import AutoAugmentParams, AutoAugmentView
-                from kdlab.views.simple import Cutout, CutoutParams
-
-                ops.append(_ViewAsOp(AutoAugmentView(AutoAugmentParams(), image_size)))
-                cutout = Cutout(CutoutParams(size=max(1, round(16 * image_size / 224))), image_size)
-                cutout.dataset_mean = tuple(mean) if mean is not None else None
-                ops.append(_ViewAsOp(cutout))
-            self.ops = nn.Sequential(*ops)
+            self.ops = guo_preset(kind, family, image_size, mean)
 
     def _pixel_view(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor | None:
         """The view where it only moves pixels (`crop_flip`, `none`, eval mode), in the input's dtype; None for
@@ -150,9 +182,9 @@ class PresetView(nn.Module):
     """A standard preset (`weak`, `strong`) used where a strong view is expected (e.g. `kdlab analyze --view
     strong`): float (B, C, H, W) in [0, 1] → ViewOutput, always augmenting."""
 
-    def __init__(self, kind: str, image_size: int, mean: Sequence[float] | None = None):
+    def __init__(self, kind: str, image_size: int, mean: Sequence[float] | None = None, family: str = "auto"):
         super().__init__()
-        self.preset = StandardView(kind, image_size, mean=mean).train()
+        self.preset = StandardView(kind, image_size, mean=mean, family=family).train()
 
     def train(self, mode: bool = True) -> PresetView:
         super().train(mode)

@@ -1,0 +1,73 @@
+"""Colour jitter as torchvision's ColorJitter runs on Pillow images: brightness, contrast and saturation factors
+drawn uniformly from [max(0, 1 − s), 1 + s], applied in a random order, each an ImageEnhance op (Brightness,
+Contrast, Color) on the 8-bit values. Hue is not offered: the presets it serves (Guo et al., arXiv 2405.00739,
+`ColorJitter(0.4, 0.4, 0.4, 0)`) leave it out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from kdlab.typed_config import bounded
+from kdlab.views import image_ops
+from kdlab.views.base import StrongView, ViewOutput, ViewParams, register_view
+from kdlab.views.policies import to_u8
+
+JITTER_OPS = ("brightness", "contrast", "color")  # ImageEnhance.Color is torchvision's adjust_saturation on PIL
+
+
+@dataclass
+class ColorJitterParams(ViewParams):
+    brightness: float = bounded(0.4, ge=0)
+    contrast: float = bounded(0.4, ge=0)
+    saturation: float = bounded(0.4, ge=0)
+
+
+def jitter_draws(
+    n: int, spreads: tuple[float, float, float], g: torch.Generator | None, device: torch.device, per_batch: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: the factors (n, 3) of brightness, contrast, saturation, uniform in [max(0, 1 − s), 1 + s]
+    (1 where s = 0), and the order (n, 3): order[i, j] is the op (index into JITTER_OPS) applied j-th."""
+    k = 1 if per_batch else n
+    draws = torch.rand(2, k, 3, generator=g, device=device).expand(2, n, 3).cpu().double().numpy()
+    s = np.array(spreads)
+    lo = np.maximum(0.0, 1.0 - s)
+    factors = lo + draws[0] * (1.0 + s - lo)
+    return factors, np.argsort(draws[1], axis=1, kind="stable")
+
+
+def color_jitter_u8(u: torch.Tensor, factors: np.ndarray, order: np.ndarray, skip: np.ndarray) -> torch.Tensor:
+    """u uint8 (B, C, H, W) jittered in place with per-sample factors (B, 3) in `order` (B, 3), as jitter_draws
+    gives them; ops with skip (3,) True are left out (a spread of 0). Returns u."""
+    b = len(u)
+    rows = np.arange(b)
+    index = np.array([image_ops.NAMES.index(n) for n in JITTER_OPS])
+    for slot in range(3):
+        which = order[:, slot]
+        op = np.where(skip[which], -1, index[which])
+        image_ops.apply_grouped(u, torch.from_numpy(op), torch.from_numpy(factors[rows, which]))
+    return u
+
+
+@register_view("color_jitter")
+class ColorJitter(StrongView):
+    """torchvision's ColorJitter(brightness, contrast, saturation) on Pillow images, per sample (module doc)."""
+
+    Params = ColorJitterParams
+    summary = "colour jitter: brightness, contrast, saturation in random order"
+
+    def _spreads(self) -> tuple[float, float, float]:
+        p = self.params
+        return (p.brightness, p.contrast, p.saturation)
+
+    def _jitter(self, u: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        factors, order = jitter_draws(len(u), self._spreads(), g, u.device, self.params.per_batch_compat)
+        return color_jitter_u8(u, factors, order, np.array([s == 0 for s in self._spreads()]))
+
+    def transform_u8(self, u: torch.Tensor, g: torch.Generator | None) -> ViewOutput | None:
+        return ViewOutput(self._jitter(u.clone(), g).to(torch.float32).div_(255))
+
+    def transform(self, x: torch.Tensor, g: torch.Generator | None) -> ViewOutput:
+        return ViewOutput(self._jitter(to_u8(x), g).to(x.dtype).div_(255))
