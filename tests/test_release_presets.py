@@ -232,3 +232,50 @@ def test_preset_family_is_checked_and_runs_end_to_end():
     torch.manual_seed(0)
     out = StandardView("strong", 32, family="imagenet", mean=(0.5, 0.5, 0.5)).train()(_images(8, 32))
     assert out.shape == (8, 3, 32, 32) and float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+# ---------------------------------------------------------------- the CIFAR10 AutoAugment policy of both releases
+
+# (p1, op1, level1, p2, op2, level2): the CIFAR10Policy both Wang et al.'s and Guo et al.'s releases run
+# (DataLoaderCIFAR.py), re-typed with kdlab's op names
+RELEASE_CIFAR10 = [
+    (0.1, "invert", 7, 0.2, "contrast", 6), (0.7, "rotate", 2, 0.3, "translate_x", 9),
+    (0.8, "sharpness", 1, 0.9, "sharpness", 3), (0.5, "shear_y", 8, 0.7, "translate_y", 9),
+    (0.5, "auto_contrast", 8, 0.9, "equalize", 2), (0.2, "shear_y", 7, 0.3, "posterize", 7),
+    (0.4, "color", 3, 0.6, "brightness", 7), (0.3, "sharpness", 9, 0.7, "brightness", 9),
+    (0.6, "equalize", 5, 0.5, "equalize", 1), (0.6, "contrast", 7, 0.6, "sharpness", 5),
+    (0.7, "color", 7, 0.5, "translate_x", 8), (0.3, "equalize", 7, 0.4, "auto_contrast", 8),
+    (0.4, "translate_y", 3, 0.2, "sharpness", 6), (0.9, "brightness", 6, 0.2, "color", 8),
+    (0.5, "solarize", 2, 0.0, "invert", 3), (0.2, "equalize", 0, 0.6, "auto_contrast", 0),
+    (0.2, "equalize", 8, 0.6, "equalize", 4), (0.9, "color", 9, 0.6, "equalize", 6),
+    (0.8, "auto_contrast", 4, 0.2, "solarize", 8), (0.1, "brightness", 3, 0.7, "color", 0),
+    (0.4, "solarize", 5, 0.9, "auto_contrast", 3), (0.9, "translate_y", 9, 0.7, "translate_y", 9),
+    (0.9, "auto_contrast", 2, 0.8, "solarize", 3), (0.8, "equalize", 8, 0.1, "invert", 3),
+    (0.7, "translate_y", 9, 0.9, "auto_contrast", 1),
+]  # fmt: skip
+RELEASE_RANGES = {  # SubPolicy's `ranges`: np.linspace over levels 0…9
+    "shear_x": np.linspace(0, 0.3, 10), "shear_y": np.linspace(0, 0.3, 10),
+    "translate_x": np.linspace(0, 150 / 331, 10), "translate_y": np.linspace(0, 150 / 331, 10),
+    "rotate": np.linspace(0, 30, 10), "color": np.linspace(0.0, 0.9, 10),
+    "posterize": np.round(np.linspace(8, 4, 10), 0).astype(np.int64), "solarize": np.linspace(256, 0, 10),
+    "contrast": np.linspace(0.0, 0.9, 10), "sharpness": np.linspace(0.0, 0.9, 10),
+    "brightness": np.linspace(0.0, 0.9, 10),
+}  # fmt: skip
+
+
+def test_cifar10_policy_is_the_released_table_with_its_magnitudes():
+    view = build_view("autoaugment", {"policy": "cifar10", "ops": "pillow"}, 32)
+    fused = view.fused
+    assert fused.n_sub == len(RELEASE_CIFAR10)
+    for s, (p1, n1, l1, p2, n2, l2) in enumerate(RELEASE_CIFAR10):
+        for slot, (p, name, level) in enumerate([(p1, n1, l1), (p2, n2, l2)]):
+            entry = (s * 2 + slot) * 2  # its positive-sign entry
+            assert fused.entry_op[entry] == O.NAMES.index(name), (s, slot)
+            assert fused.entry_prob[entry] == pytest.approx(p), (s, slot)
+            if name in RELEASE_RANGES:
+                expected = float(RELEASE_RANGES[name][level]) * (32 if name.startswith("translate") else 1)
+                if name == "solarize":
+                    expected = float(int(expected))
+                if name in O.FACTOR_OPS:
+                    expected += 1  # the release enhances by 1 ± magnitude
+                assert fused.entry_value[entry] == pytest.approx(expected, abs=1e-6), (s, slot, name)
