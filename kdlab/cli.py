@@ -8,6 +8,7 @@ import json
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from kdlab.errors import KdlabError
 
@@ -34,10 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(sub.add_parser("train", help="train a model from scratch with cross-entropy"))
     _add_run_args(sub.add_parser("distill", help="distill a student from a teacher (teacher.checkpoint=…)"))
 
-    p = sub.add_parser("eval", help="evaluate a run folder or checkpoint")
-    p.add_argument("path", help="run folder or .safetensors checkpoint")
-    p.add_argument("--data", help="dataset spec (default: the run's own)")
+    p = sub.add_parser("eval", help="evaluate a run folder, a kdlab checkpoint, or any model's weights file")
+    p.add_argument("path", help="run folder, kdlab .safetensors checkpoint, or (with --model/--factory) any weights")
+    p.add_argument("--data", help="dataset spec (default: the run's own; required with --model/--factory)")
     p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--model", help="zoo model the weights file is for (e.g. resnet56)")
+    p.add_argument("--factory", help="or the user's builder, path/to/file.py:function")
+    p.add_argument("--kwargs", help="the builder's keyword arguments as YAML, e.g. '{depth: 56}'")
+    p.add_argument(
+        "--normalize",
+        help="the model's input normalisation: dataset (default), none, imagenet, '{mean: [...], std: [...]}'",
+    )
 
     p = sub.add_parser("analyze", help="fidelity, MI, ECE, attention IoU, generalisation of a trained run")
     p.add_argument("path", help="run folder")
@@ -145,12 +153,42 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    """`kdlab eval`: test accuracy and loss of a run folder or checkpoint."""
-    from kdlab.experiment import evaluate_path
+    """`kdlab eval`: test accuracy (top-1, top-5), loss and ECE of a run folder or checkpoint, or of any model
+    given as weights + --model/--factory."""
+    from kdlab.config import ModelConfig
+    from kdlab.errors import ConfigError
+    from kdlab.experiment import evaluate_model, evaluate_path
+    from kdlab.typed_config import from_dict
     from kdlab.ui import console
 
-    console.print_json(json.dumps(evaluate_path(args.path, args.data, args.which)))
+    if args.model or args.factory:
+        if not args.data:
+            raise ConfigError("kdlab eval with --model/--factory needs --data (the dataset to evaluate on)")
+        spec: dict[str, Any] = {"name": args.model or "resnet8", "factory": args.factory, "checkpoint": args.path}
+        for key in ("kwargs", "normalize"):
+            value = getattr(args, key)
+            if value is not None:
+                spec[key] = _yaml_value(value, f"--{key}")
+        result = evaluate_model(from_dict(ModelConfig, spec, "model"), args.data)
+    else:
+        for flag in ("kwargs", "normalize"):
+            if getattr(args, flag) is not None:
+                raise ConfigError(f"--{flag} describes a model given with --model/--factory; a run folder has its own")
+        result = evaluate_path(args.path, args.data, args.which)
+    console.print_json(json.dumps(result))
     return 0
+
+
+def _yaml_value(text: str, what: str) -> Any:
+    """A YAML value from the command line; a YAML error is the user's (ConfigError naming the flag)."""
+    import yaml
+
+    from kdlab.errors import ConfigError
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} is not valid YAML: {text!r} ({str(e).splitlines()[0]})") from None
 
 
 def _analyze(args: argparse.Namespace) -> int:

@@ -117,6 +117,14 @@ class ModelConfig:
     def __post_init__(self) -> None:
         parse_normalize(self.normalize, "model", None)
 
+    @property
+    def label(self) -> str:
+        """The model actually used, for names and tables: `file.py:function` for a factory, else the zoo name."""
+        if self.factory:
+            file, _, func = self.factory.rpartition(":")
+            return f"{Path(file).name}:{func}"
+        return self.name
+
 
 @dataclass
 class OptimConfig:

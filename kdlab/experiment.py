@@ -35,6 +35,7 @@ from kdlab.data import ImageDataset, load_dataset
 from kdlab.engine.distributed import check_distributed_config, init_distributed
 from kdlab.engine.memory import retain_freed_memory
 from kdlab.errors import ConfigError, KdlabError, ModelError
+from kdlab.io import atomic_write_json
 from kdlab.methods import Distiller, Teacher, build_method
 from kdlab.methods.base import resolve_method_params
 from kdlab.models.loading import build_model, load_weights
@@ -81,14 +82,19 @@ def model_from_config(
     return attach_input_norm(model, own, mean, std), taps
 
 
-def build_teacher(mcfg: ModelConfig, data: ImageDataset, label: str) -> Teacher:
-    """A frozen teacher with its checkpoint loaded (a teacher without a checkpoint is an error)."""
+Stats = tuple[Sequence[float], Sequence[float]]  # per-channel (mean, std) in [0, 1] units
+
+
+def build_teacher(mcfg: ModelConfig, data: ImageDataset, label: str, normalized_with: Stats | None = None) -> Teacher:
+    """A frozen teacher with its checkpoint loaded (a teacher without a checkpoint is an error), for inputs
+    normalised with `normalized_with` = (mean, std) (default: `data`'s statistics)."""
     if not mcfg.checkpoint:
         raise ConfigError(
             f"{label}.checkpoint is not set: train a teacher first (kdlab train …) and pass "
             f"{label}.checkpoint=RUN_DIR or a .pth/.safetensors file"
         )
-    model, taps = model_from_config(mcfg, data.num_classes, data.image_shape, data.mean, data.std, label)
+    mean, std = normalized_with or (data.mean, data.std)
+    model, taps = model_from_config(mcfg, data.num_classes, data.image_shape, mean, std, label)
     load_weights(model, mcfg.checkpoint, taps.get("classifier"), what=label)
     check_num_classes(model, data.image_shape, data.num_classes, label)
     return Teacher(model, taps, label)
@@ -133,12 +139,22 @@ def build_run(cfg: RunConfig) -> Run:
 
 
 def default_run_name(cfg: RunConfig) -> str:
-    parts = [str(cfg.method["name"]), cfg.student.name]
+    parts = [str(cfg.method["name"]), _name_part(cfg.student.label)]
     if teacher_configs(cfg):
-        parts.append("from-" + "+".join(t.name for t in teacher_configs(cfg)))
+        parts.append("from-" + "+".join(_name_part(t.label) for t in teacher_configs(cfg)))
     dataset = re.sub(r"[^A-Za-z0-9]+", "-", Path(cfg.data.dataset.split(":")[-1]).name).strip("-")
     parts += [dataset.split("-tar")[0] or "data", f"s{cfg.seed}"]
     return "-".join(parts)
+
+
+def _name_part(label: str) -> str:
+    """A model label as a folder-name part: `my_models.py:build` → `my_models-build`."""
+    return re.sub(r"[^A-Za-z0-9_]+", "-", label.replace(".py:", ":")).strip("-")
+
+
+def model_labels(cfg: RunConfig) -> dict[str, Any]:
+    """The models a run actually uses, by label (ModelConfig.label)."""
+    return {"student": cfg.student.label, "teachers": [t.label for t in teacher_configs(cfg)]}
 
 
 def new_run_dir(cfg: RunConfig) -> Path:
@@ -183,6 +199,9 @@ def train(
     trainer = build_trainer(cfg, run.method, run.data, run_dir, run.device, log=log, dist=dist)
     log(f"run folder: {run_dir}")
     summary = trainer.fit(resume=resume_dir is not None, stop_after_epoch=stop_after_epoch, progress=progress)
+    if summary and dist.is_main:
+        summary = {**model_labels(cfg), **summary}
+        atomic_write_json(run_dir / "summary.json", summary)
     if summary and cfg.engine.report:
         from kdlab.report.html import write_report
 
@@ -206,9 +225,8 @@ def dry_run(cfg: RunConfig) -> dict[str, Any]:
         "image_shape": list(run.data.image_shape),
         "train_images": len(run.data.train),
         "test_images": len(run.data.test),
-        "student": cfg.student.name,
+        **model_labels(cfg),
         "student_parameters": n_params,
-        "teachers": [t.name for t in teacher_configs(cfg)],
         "method": {"name": cfg.method["name"], **run.method.params_dict()},
         "views": {"standard": cfg.views.standard, "strong": cfg.views.strong},
         "steps_per_epoch": len(trainer.train_loader),
@@ -225,11 +243,15 @@ def config_from_checkpoint_meta(meta: dict[str, Any]) -> RunConfig:
     return from_dict(RunConfig, meta["config"])
 
 
-def load_trained(path: str | Path, which: str = "best") -> tuple[Distiller, RunConfig, dict[str, Any]]:
+def load_trained(
+    path: str | Path, which: str = "best", inference_only: bool = False
+) -> tuple[Distiller, RunConfig, dict[str, Any]]:
     """Rebuild a trained method (student + extra modules) from a run folder or checkpoint file.
 
     A teacher's architecture is rebuilt (without its weights) for methods that take one, so extra modules
-    sized from it (regressors, projectors, a shared classifier) load from the checkpoint.
+    sized from it (regressors, projectors, a shared classifier) load from the checkpoint. With
+    `inference_only`, a method that predicts with the student's own head comes back as the student alone (a
+    `ce` method): evaluating or exporting it needs neither the teachers' code nor their files.
     Returns (method in eval mode on CPU, config, checkpoint meta)."""
     from kdlab.engine.state import load_training_state
 
@@ -247,6 +269,11 @@ def load_trained(path: str | Path, which: str = "best") -> tuple[Distiller, RunC
     mean, std = info["mean"], info["std"]
     student, s_taps = model_from_config(cfg.student, n, shape, mean, std, "student")
     teachers = []
+    student_only = inference_only and _method_class(cfg).predicts_with_student_head
+    if student_only:
+        method = build_method({"name": "ce"}, student, [], s_taps, (shape[0], shape[1], shape[2]))
+        method.load_checkpoint_state(model_state)
+        return method.eval(), cfg, meta
     if _needs_teacher(cfg):
         # The architectures only: what inference needs of a teacher (e.g. a shared classifier) is in the
         # checkpoint, so the teachers' own weight files need not exist on this machine.
@@ -259,10 +286,14 @@ def load_trained(path: str | Path, which: str = "best") -> tuple[Distiller, RunC
     return method, cfg, meta
 
 
-def _needs_teacher(cfg: RunConfig) -> bool:
+def _method_class(cfg: RunConfig) -> type[Distiller]:
     from kdlab.methods.base import METHODS
 
-    return METHODS.get(str(cfg.method["name"])).cls.needs_teacher
+    return METHODS.get(str(cfg.method["name"])).cls
+
+
+def _needs_teacher(cfg: RunConfig) -> bool:
+    return _method_class(cfg).needs_teacher
 
 
 def check_same_data(trained: dict[str, Any], data: ImageDataset, spec: str) -> None:
@@ -281,31 +312,57 @@ def check_same_data(trained: dict[str, Any], data: ImageDataset, spec: str) -> N
 
 
 def evaluate_path(path: str | Path, dataset: str | None = None, which: str = "best") -> dict[str, Any]:
-    """Test accuracy and loss of a trained run folder / checkpoint on its own or another dataset."""
-    from kdlab.data import DeviceLoader
-    from kdlab.engine.trainer import autocast_context
-    from kdlab.views import Normalize, to_unit
-
-    method, cfg, meta = load_trained(path, which)
+    """Test accuracy (top-1, top-5), loss and ECE of a trained run folder / checkpoint on its own or another
+    dataset."""
+    method, cfg, meta = load_trained(path, which, inference_only=True)
     spec = dataset or cfg.data.dataset
     data = load_dataset(spec, cfg.data.cache_dir, None, cfg.data.test_per_class if dataset is None else None)
     check_same_data(meta["data"], data, spec)
     device = resolve_device(cfg.engine.device)
     method.to(device)
-    normalize = Normalize(meta["data"]["mean"], meta["data"]["std"]).to(device)
-    loader = DeviceLoader(data.test, cfg.data.eval_batch_size, device, shuffle=False)
-    correct, loss_sum = 0.0, 0.0
-    with torch.no_grad(), autocast_context(device, cfg.engine.amp):
+    numbers = evaluate_on_test(method.predict, data, (meta["data"]["mean"], meta["data"]["std"]), device,
+                               cfg.data.eval_batch_size, cfg.engine.amp)  # fmt: skip
+    return {"checkpoint": os.path.basename(str(path)), "epoch": meta["epoch"], "dataset": spec, **numbers}
+
+
+def evaluate_model(mcfg: ModelConfig, dataset: str, device: str = "auto", batch_size: int = 512) -> dict[str, Any]:
+    """Test accuracy (top-1, top-5), loss and ECE of any model with weights — zoo name or factory, a checkpoint
+    as it exists (models/loading.py), its own input normalisation — on `dataset`'s test split: check a teacher
+    before distilling from it."""
+    if not mcfg.checkpoint:
+        raise ConfigError("evaluating a model needs its weights: give the checkpoint file")
+    data = load_dataset(dataset)
+    dev = resolve_device(device)
+    teacher = build_teacher(mcfg, data, "model").to(dev)
+    numbers = evaluate_on_test(teacher.model.eval(), data, (data.mean, data.std), dev, batch_size, "none")
+    label = mcfg.factory or mcfg.name
+    return {"checkpoint": os.path.basename(str(mcfg.checkpoint)), "model": label, "dataset": dataset, **numbers}
+
+
+@torch.no_grad()
+def evaluate_on_test(
+    predict: Any, data: ImageDataset, stats: Stats, device: torch.device, batch_size: int, amp: str
+) -> dict[str, Any]:
+    """predict: normalised images (B, C, H, W) → logits (B, K), over data's test split normalised with stats
+    = (mean, std): samples, test_acc and test_top5 (%), test_loss (mean CE, nats), test_ece_15 (%)."""
+    from kdlab.data import DeviceLoader
+    from kdlab.engine.trainer import autocast_context
+    from kdlab.metrics import expected_calibration_error
+    from kdlab.views import Normalize, to_unit
+
+    normalize = Normalize(*stats).to(device)
+    loader = DeviceLoader(data.test, batch_size, device, shuffle=False)
+    logits, labels = [], []
+    with autocast_context(device, amp):
         for batch in loader:
-            logits = method.predict(normalize(to_unit(batch.images))).float()
-            correct += (logits.argmax(1) == batch.labels).sum().item()
-            loss_sum += torch.nn.functional.cross_entropy(logits, batch.labels, reduction="sum").item()
-    n = len(data.test)
+            logits.append(predict(normalize(to_unit(batch.images))).float().cpu())
+            labels.append(batch.labels.cpu())
+    lg, y = torch.cat(logits), torch.cat(labels)
+    k = min(5, lg.shape[1])
     return {
-        "checkpoint": os.path.basename(str(path)),
-        "epoch": meta["epoch"],
-        "dataset": spec,
-        "samples": n,
-        "test_acc": correct / n * 100,
-        "test_loss": loss_sum / n,
+        "samples": len(y),
+        "test_acc": float((lg.argmax(1) == y).double().mean()) * 100,
+        "test_top5": float((lg.topk(k, 1).indices == y[:, None]).any(1).double().mean()) * 100,
+        "test_loss": float(torch.nn.functional.cross_entropy(lg.double(), y)),
+        "test_ece_15": expected_calibration_error(lg, y, 15),
     }

@@ -124,7 +124,8 @@ def analyze_run(
     if method.adaptive_teachers or not teacher_configs(cfg):
         teachers = [method.teacher(i) for i in range(len(method.teachers))]  # adapted weights come from the run
     else:
-        teachers = [build_teacher(t, data, f"teacher{i}") for i, t in enumerate(teacher_configs(cfg))]
+        stats = (meta["data"]["mean"], meta["data"]["std"])  # what the inputs are normalised with below
+        teachers = [build_teacher(t, data, f"teacher{i}", stats) for i, t in enumerate(teacher_configs(cfg))]
     method.to(device).eval()
     predictors: dict[str, Predictor] = {}
     for i, t in enumerate(teachers):

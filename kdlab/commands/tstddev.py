@@ -71,7 +71,7 @@ def measure_tstddev(
     teacher = build_teacher(cfg.teacher, data, "teacher").to(device)
     student_fn = None
     if student is not None:
-        trained, _, _ = load_trained(student)
+        trained, _, _ = load_trained(student, inference_only=True)
         student_fn = trained.to(device).eval().predict
     results = {}
     for spec in views:

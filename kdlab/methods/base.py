@@ -256,6 +256,11 @@ class Distiller(nn.Module):
         """Logits (B, K) of the model being trained, for evaluation and export."""
         return self.student(x)
 
+    def inference_model(self) -> nn.Module:
+        """The modules `predict` uses and nothing else, as one module: images (B, C, H, W) → logits (B, K), with
+        predict's result (what `kdlab export` writes). Default: the student."""
+        return self.student
+
     def predict_with_class_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B, K), class-summed map (B, h, w)) of the prediction path, for class-agnostic CAM:
         the final linear layer applied as a 1×1 convolution to the last map before pooling, summed over

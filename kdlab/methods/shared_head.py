@@ -55,6 +55,42 @@ def map_path(taps: dict[str, str], who: str) -> str:
     return path
 
 
+def shared_logits(
+    f_s: torch.Tensor, projectors: nn.ModuleList, classifiers: list[nn.Linear], t_sizes: list[tuple[int, int]]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Mean over teachers k of classifier_k(GAP(proj_k(F_s))) (B, K), and the projected maps. The student map
+    F_s (B, C_s, H, W) is average-pooled to teacher k's map size t_sizes[k] first when larger (released order)."""
+    projected, logits = [], []
+    for k, proj in enumerate(projectors):
+        t_h, t_w = t_sizes[k]
+        source = f_s
+        if f_s.shape[-2] * f_s.shape[-1] > t_h * t_w:
+            source = F.adaptive_avg_pool2d(f_s, (t_h, t_w))
+        p = proj(source)
+        projected.append(p)
+        logits.append(classifiers[k](F.adaptive_avg_pool2d(p, 1).flatten(1)))
+    return (logits[0] if len(logits) == 1 else torch.stack(logits).mean(0)), projected
+
+
+class SharedHeadPredictor(nn.Module):
+    """What inference needs of a shared-head method: images (B, C, H, W) → logits (B, K) through the student's
+    map (module path `s_path`), the projectors and the teachers' classifiers — no teacher body."""
+
+    def __init__(
+        self, student: nn.Module, s_path: str, projectors: nn.ModuleList, classifiers: list[nn.Linear],
+        t_sizes: list[tuple[int, int]],
+    ):  # fmt: skip
+        super().__init__()
+        self.student, self.projectors, self.classifiers = student, projectors, nn.ModuleList(classifiers)
+        self.s_path, self.t_sizes = s_path, t_sizes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with FeatureExtractor(self.student, [self.s_path]) as fx:
+            _, feats = fx(x)
+        heads: list[nn.Linear] = [m for m in self.classifiers if isinstance(m, nn.Linear)]
+        return shared_logits(feats[self.s_path], self.projectors, heads, self.t_sizes)[0]
+
+
 class SharedHeadDistiller(Distiller):
     """Student map F_s (B, C_s, H_s, W_s) → [average-pooled to teacher k's map size when larger, before
     projecting, as the released code does] → proj_k → GAP → classifier_k of teacher k; the prediction is the
@@ -122,17 +158,16 @@ class SharedHeadDistiller(Distiller):
         return logits, feats[path]
 
     def _shared_logits(self, f_s: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Mean over teachers k of classifier_k(GAP(proj_k(F_s))) (B, K), and the projected maps."""
-        projected, logits = [], []
-        for k, proj in enumerate(self.projectors):
-            t_h, t_w = self.t_sizes[k]
-            source = f_s
-            if f_s.shape[-2] * f_s.shape[-1] > t_h * t_w:  # pool the student's map first (released order)
-                source = F.adaptive_avg_pool2d(f_s, (t_h, t_w))
-            p = proj(source)
-            projected.append(p)
-            logits.append(self.classifier(k)(F.adaptive_avg_pool2d(p, 1).flatten(1)))
-        return (logits[0] if len(logits) == 1 else torch.stack(logits).mean(0)), projected
+        """shared_logits through this method's projectors and its teachers' classifiers."""
+        return shared_logits(
+            f_s, self.projectors, [self.classifier(k) for k in range(len(self.teachers))], self.t_sizes
+        )
+
+    def inference_model(self) -> nn.Module:
+        return SharedHeadPredictor(
+            self.student, self.s_path, self.projectors, [self.classifier(k) for k in range(len(self.teachers))],
+            self.t_sizes,
+        )  # fmt: skip
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self._shared_logits(self._student_map_and_logits(x)[0])[0]
