@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install clean bench
+.PHONY: demo test lint format install clean bench test-vision
+
+# The optional `vision` extra (timm and torchvision models by name) in a venv of its own: torch 2.14.1 and
+# torchvision 0.29.1 (a CUDA build, ~5.5 GB, runs on the CPU) instead of the core's torch 2.13.0.
+VISION := .venv-vision
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +34,18 @@ format: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+$(VISION)/.installed: pyproject.toml
+	test -x $(VISION)/bin/python || $(PYTHON) -m venv $(VISION)
+	$(VISION)/bin/python -m pip install -q --upgrade pip
+	$(VISION)/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(VISION)/bin/python -m pip install -q -e '.[dev,vision]'
+	touch $@
+
+test-vision: $(VISION)/.installed
+	$(VISION)/bin/python -m pytest tests/test_vision_models.py tests/test_bring_your_own.py
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/step_throughput.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VISION) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

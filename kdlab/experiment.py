@@ -77,7 +77,8 @@ def model_from_config(
 ) -> tuple[nn.Module, dict[str, str]]:
     """The model `mcfg` describes (zoo name or factory) and its taps, for images of image_shape (C, H, W) that
     arrive normalised with the dataset's mean/std; with `normalize` set, adapted to its own normalisation."""
-    model, taps = build_model(mcfg.name, num_classes, image_shape[0], mcfg.factory, mcfg.kwargs, mcfg.taps)
+    size = (int(image_shape[1]), int(image_shape[2]))
+    model, taps = build_model(mcfg.name, num_classes, image_shape[0], mcfg.factory, mcfg.kwargs, mcfg.taps, size)
     own = parse_normalize(mcfg.normalize, what, image_shape[0])
     return attach_input_norm(model, own, mean, std), taps
 

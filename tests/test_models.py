@@ -180,3 +180,15 @@ def test_bring_your_own_model(tmp_path):
     assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 7) and taps["feature"] == "1"
     with pytest.raises(ModelError, match="defines no function 'make'"):
         build_model("custom", 7, 3, factory=f"{tmp_path}/mynet.py:make")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_probed_taps_find_the_zoos_hand_written_ones(name):
+    """What a factory or timm/torchvision model gets without taps in config: the last map before pooling,
+    named by its outermost module, and the last Linear with K outputs — the zoo's own taps, for every zoo model."""
+    from kdlab.models.external import probe_taps
+    from kdlab.models.registry import model_taps
+
+    shape = (3, 64, 64) if name.endswith("_imagenet") else (3, 32, 32)
+    found = probe_taps(create_model(name, 100, 3), shape, 100)
+    assert found == {"feature": model_taps(name)["feature"], "classifier": model_taps(name)["classifier"]}

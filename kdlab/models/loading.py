@@ -13,6 +13,7 @@ from torch import nn
 
 from kdlab.checkpoint import load_foreign_state_dict, load_tensors
 from kdlab.errors import CheckpointError, ModelError
+from kdlab.models.external import create_external, is_external, probe_taps
 from kdlab.models.features import get_module
 from kdlab.models.registry import MODELS, create_model, model_taps
 
@@ -42,16 +43,23 @@ def build_model(
     factory: str | None = None,
     kwargs: dict[str, Any] | None = None,
     taps: dict[str, str] | None = None,
+    image_size: tuple[int, int] | None = None,
 ) -> tuple[nn.Module, dict[str, str]]:
-    """A model and its taps: zoo model `name`, or `factory(num_classes=…, **kwargs)` with taps from config."""
+    """A model and its taps: zoo model `name`, a timm/torchvision model `timm:NAME` / `torchvision:NAME`
+    (models/external.py), or `factory(num_classes=…, **kwargs)`. A factory's or library model's taps not given
+    in config are found by probing it once (probe_taps)."""
     kwargs = dict(kwargs or {})
-    if factory:
-        fn = load_factory(factory)
-        _check_kwargs(fn, factory, {"num_classes": num_classes, **kwargs})
-        model = fn(num_classes=num_classes, **kwargs)
+    if factory or is_external(name):
+        if factory:
+            fn = load_factory(factory)
+            _check_kwargs(fn, factory, {"num_classes": num_classes, **kwargs})
+            model = fn(num_classes=num_classes, **kwargs)
+        else:
+            model = create_external(name, num_classes, in_channels, kwargs)
         if not isinstance(model, nn.Module):
             raise ModelError(f"factory {factory} returned {type(model).__name__}, not an nn.Module")
-        all_taps = dict(taps or {})
+        found = probe_taps(model, (in_channels, *image_size), num_classes) if image_size else {}
+        all_taps = {**found, **(taps or {})}
     else:
         _check_kwargs(MODELS.get(name).build, name, {"num_classes": num_classes, "in_channels": in_channels, **kwargs})
         model = create_model(name, num_classes, in_channels, **kwargs)

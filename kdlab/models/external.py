@@ -1,0 +1,107 @@
+"""timm and torchvision models by name (`timm:resnet18`, `torchvision:mobilenet_v3_small`), and taps found on
+any model by probing it.
+
+Both libraries are optional (`pip install kdlab[vision]`): they are imported only when a name asks for them.
+Pretrained weights are never downloaded: weights come from the model's `checkpoint`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdlab.errors import ConfigError, ModelError
+
+LIBRARIES = ("timm", "torchvision")
+
+
+def is_external(name: str) -> bool:
+    """Whether a model name is `timm:NAME` or `torchvision:NAME`."""
+    return name.split(":", 1)[0] in LIBRARIES and ":" in name
+
+
+def create_external(name: str, num_classes: int, in_channels: int, kwargs: dict[str, Any]) -> nn.Module:
+    """The model `library:constructor` with `num_classes` outputs for `in_channels`-channel images, freshly
+    initialised (any `pretrained`/`weights` request is refused: weights come from the checkpoint)."""
+    library, _, constructor = name.partition(":")
+    for key in ("pretrained", "weights", "pretrained_cfg_overlay"):
+        if kwargs.get(key):
+            raise ConfigError(
+                f"{name}: {key}={kwargs[key]!r} would download weights; kdlab never does — give the weights file "
+                "as the model's checkpoint instead"
+            )
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained", "weights")}
+    try:
+        lib = __import__(library)
+    except ImportError:
+        raise ModelError(f"{name} needs {library}: pip install 'kdlab[vision]' (optional extra)") from None
+    if library == "timm":
+        if constructor not in lib.list_models():
+            raise ModelError(f"timm has no model {constructor!r}{_suggest(constructor, lib.list_models())}")
+        return lib.create_model(constructor, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
+    from torchvision import models
+
+    names = models.list_models()
+    if constructor not in names:
+        raise ModelError(f"torchvision has no model {constructor!r}{_suggest(constructor, names)}")
+    model = models.get_model(constructor, weights=None, num_classes=num_classes, **kwargs)
+    if in_channels != 3:
+        raise ModelError(f"{name} takes 3-channel images; the data has {in_channels} (use timm, which has in_chans)")
+    return model
+
+
+def _suggest(name: str, valid: list[str]) -> str:
+    from kdlab.errors import suggest
+
+    return suggest(name, valid)
+
+
+def _is_map(value: object) -> bool:
+    return isinstance(value, torch.Tensor) and value.dim() == 4
+
+
+_POOLING = ("Pool",)  # module class names that pool a map away (AdaptiveAvgPool2d, timm's SelectAdaptivePool2d…)
+
+
+@torch.no_grad()
+def probe_taps(model: nn.Module, image_shape: tuple[int, int, int], num_classes: int) -> dict[str, str]:
+    """Taps found by running the model once on zeros (B = 2): `feature` — the last map (B, C, H, W) produced
+    before pooling, named by its outermost module that returns that very tensor (e.g. `layer4`, `features`);
+    `classifier` — the last Linear layer with `num_classes` outputs. Roles not found are left out."""
+    outputs: dict[str, object] = {}
+    order: list[str] = []
+    handles = []
+    for path, module in model.named_modules():
+        if not path:
+            continue
+
+        def record(_m: nn.Module, _i: object, out: object, path: str = path) -> None:
+            outputs[path] = out
+            order.append(path)
+
+        handles.append(module.register_forward_hook(record))
+    was_training = model.training
+    try:
+        model.eval()
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        model(torch.zeros(2, *image_shape, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    modules = dict(model.named_modules())
+    taps: dict[str, str] = {}
+    maps = [p for p in order if _is_map(outputs[p]) and not any(k in type(modules[p]).__name__ for k in _POOLING)]
+    if maps:
+        last = maps[-1]
+        parts = last.split(".")
+        for depth in range(1, len(parts) + 1):  # the outermost module returning that very tensor
+            ancestor = ".".join(parts[:depth])
+            if outputs.get(ancestor) is outputs[last]:
+                taps["feature"] = ancestor
+                break
+    heads = [p for p in order if isinstance(modules[p], nn.Linear) and modules[p].out_features == num_classes]
+    if heads:
+        taps["classifier"] = heads[-1]
+    return taps
