@@ -191,4 +191,6 @@ def test_probed_taps_find_the_zoos_hand_written_ones(name):
 
     shape = (3, 64, 64) if name.endswith("_imagenet") else (3, 32, 32)
     found = probe_taps(create_model(name, 100, 3), shape, 100)
-    assert found == {"feature": model_taps(name)["feature"], "classifier": model_taps(name)["classifier"]}
+    zoo = model_taps(name)
+    assert found["feature"] == zoo["feature"] and found["classifier"] == zoo["classifier"]
+    assert all(zoo[k] == v for k, v in found.items())  # stages found by name agree too

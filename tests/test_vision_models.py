@@ -25,7 +25,8 @@ def _params(m: torch.nn.Module) -> int:
 def test_timm_model_by_name_with_probed_taps():
     model, taps = build_model("timm:resnet18", 100, 3, image_size=(32, 32))
     assert _params(model) == _params(timm.create_model("resnet18", num_classes=100)) == 11_227_812
-    assert taps == {"feature": "layer4", "classifier": "fc"}
+    assert taps == {"feature": "layer4", "classifier": "fc", "stem": "act1",
+                    **{f"stage{k}": f"layer{k}" for k in range(1, 5)}}  # fmt: skip
     grey, _ = build_model("timm:resnet18", 10, 1, image_size=(8, 8))  # in_chans follows the data
     assert grey(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
 
@@ -35,7 +36,8 @@ def test_torchvision_model_by_name_with_probed_taps():
     assert _params(model) == _params(tv_models.mobilenet_v3_small(num_classes=10))
     assert taps == {"feature": "features", "classifier": "classifier.3"}
     model, taps = build_model("torchvision:resnet18", 100, 3, image_size=(32, 32))
-    assert taps == {"feature": "layer4", "classifier": "fc"} and _params(model) == 11_227_812
+    assert taps == {"feature": "layer4", "classifier": "fc", **{f"stage{k}": f"layer{k}" for k in range(1, 5)}}
+    assert _params(model) == 11_227_812
 
 
 def test_downloads_are_refused_and_names_checked():

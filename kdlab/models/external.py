@@ -104,4 +104,14 @@ def probe_taps(model: nn.Module, image_shape: tuple[int, int, int], num_classes:
     heads = [p for p in order if isinstance(modules[p], nn.Linear) and modules[p].out_features == num_classes]
     if heads:
         taps["classifier"] = heads[-1]
-    return taps
+    return {**stage_taps(model), **taps}
+
+
+def stage_taps(model: nn.Module) -> dict[str, str]:
+    """`stem`, `stage1`… for feature methods that read intermediate stages: timm's `feature_info` (its stem,
+    then one module per reduction), else children named layer1, layer2, … (torchvision's ResNets)."""
+    info = getattr(model, "feature_info", None)
+    if isinstance(info, list) and info and all(isinstance(i, dict) and "module" in i for i in info):
+        return {"stem": info[0]["module"], **{f"stage{k}": i["module"] for k, i in enumerate(info[1:], 1)}}
+    names = [n for n, _ in model.named_children()]
+    return {f"stage{k}": f"layer{k}" for k in range(1, 9) if f"layer{k}" in names}
