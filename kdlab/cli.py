@@ -24,6 +24,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdlab", description="Knowledge distillation with augmentation.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"kdlab {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="teacher → CE and KD students on the embedded digits data")
@@ -102,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = data_sub.add_parser("check", help="validate a dataset spec: counts, image size/mode, duplicates")
     p.add_argument("spec", help="digits | cifar100:PATH | imagefolder:PATH | tinyimagenet:PATH | mnist:PATH")
     p.add_argument("--full", action="store_true", help="print per-class counts")
+
+    p = sub.add_parser("config", help="every config key (type, default, meaning); the shipped recipes; a resolved one")
+    p.add_argument("--list", action="store_true", help="the recipes shipped with kdlab (usable as --config)")
+    p.add_argument(
+        "--show", metavar="CONFIG", help="print this recipe resolved with the overrides, every default filled in"
+    )
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value")
 
     sub.add_parser("models", help="list the model zoo with parameter counts")
     sub.add_parser("views", help="list the augmentation views with their parameters")
@@ -277,6 +285,37 @@ def _views(_: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from kdlab import __version__
+
+    return __version__
+
+
+def _config(args: argparse.Namespace) -> int:
+    """`kdlab config`: keys with type, default and meaning; `--list` recipes; `--show C.yaml` resolved."""
+    from kdlab.commands.config_keys import config_keys, recipes
+    from kdlab.ui import console, table
+
+    if args.list:
+        for path in recipes():
+            print(path)
+        return 0
+    if args.show or args.overrides:
+        import yaml
+
+        from kdlab.config import load_config
+        from kdlab.typed_config import to_dict
+
+        cfg = load_config(args.show, args.overrides, notice=lambda m: print(f"note: {m}", file=sys.stderr))
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
+    rows = [list(r) for r in config_keys()]
+    console.print(table("config keys (set with key=value, or in a YAML file given as --config)",
+                        ["key", "type", "default", "meaning"], rows))  # fmt: skip
+    console.print("method.* parameters: `kdlab methods`; views.params.*: `kdlab views`; recipes: `kdlab config --list`")
+    return 0
+
+
 def _models(_: argparse.Namespace) -> int:
     """`kdlab models`: the zoo with parameter counts."""
     from kdlab.models import MODELS, create_model
@@ -372,6 +411,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "data": _data,
     "tstddev": _tstddev,
     "views": _views,
+    "config": _config,
     "models": _models,
     "methods": _methods,
 }

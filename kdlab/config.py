@@ -26,19 +26,20 @@ from kdlab.typed_config import apply_method_override, apply_overrides, bounded, 
 class DataConfig:
     """Dataset and loader. `dataset` is a spec string: `digits`, `cifar100:PATH`, `imagefolder:PATH`, …"""
 
+    # digits | cifar10:PATH | cifar100:PATH | tinyimagenet:PATH | imagefolder:PATH | mnist:PATH (`kdlab data check`)
     dataset: str = "digits"
     cache_dir: str | None = None  # where decoded .npy caches go; default $KDLAB_CACHE or ~/.cache/kdlab
     train_per_class: int | None = bounded(None, ge=1)  # keep the first k training images of each class (small CPU runs)
-    test_per_class: int | None = bounded(None, ge=1)
-    batch_size: int = bounded(64, ge=1)
-    eval_batch_size: int = bounded(500, ge=1)
+    test_per_class: int | None = bounded(None, ge=1)  # keep the first k test images of each class
+    batch_size: int = bounded(64, ge=1)  # the global training batch (split over processes)
+    eval_batch_size: int = bounded(500, ge=1)  # batch for evaluation and analysis
     crop_padding: int = bounded(4, ge=0)  # standard view: random crop with this zero padding; 0 disables the crop
     flip: bool = True  # standard view: random horizontal flip
-    drop_last: bool = False
+    drop_last: bool = False  # drop the last partial training batch
     # Streaming from disk for image folders too large for memory (ImageNet): `auto` streams when the decoded
     # images would exceed memory_budget_gb; `on` always (a folder, not an archive); `off` never.
     stream: Literal["auto", "on", "off"] = "auto"
-    memory_budget_gb: float = bounded(16.0, gt=0)
+    memory_budget_gb: float = bounded(16.0, gt=0)  # decoded images above this stream from disk (data.stream=auto)
     image_size: int | None = None  # streamed images are brought to this size (default: the first image's)
     workers: int | None = None  # decoding processes when streaming (default: cores − 1, at most 8)
 
@@ -49,13 +50,15 @@ class ViewsConfig:
     view x' applied on top of x (`kdlab views` lists them), with `strength` = probability per sample and the
     view's own parameters in `params`."""
 
+    # x's augmentation: crop_flip (CRD protocol), weak/strong (Guo et al.'s presets), none
     standard: Literal["crop_flip", "weak", "strong", "none"] = "crop_flip"
     # which release transforms `weak`/`strong` follow (Guo et al., arXiv 2405.00739): its CIFAR or its ImageNet
     # ones; auto: cifar for images ≤ 32 px, else imagenet
     preset_family: Literal["auto", "cifar", "imagenet"] = "auto"
-    strong: str | None = None
+    strong: str | None = None  # the strong view x' on top of x, e.g. cutmix, cutmix_pick, autoaugment (`kdlab views`)
     strength: float = 1.0  # checked by the view's parameters, which own it
     per_batch_compat: bool = False  # released-code behaviour: one transform per batch
+    # the strong view's own parameters, e.g. {beta: 1.0} (`kdlab views` lists them)
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -105,10 +108,10 @@ def parse_normalize(value: Any, what: str, channels: int | None) -> InputNorm | 
 class ModelConfig:
     """A model from the zoo (`name`) or from a user function (`factory: path/to/file.py:build`)."""
 
-    name: str = "resnet8"
-    factory: str | None = None
-    checkpoint: str | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    name: str = "resnet8"  # zoo model (`kdlab models`), or timm:NAME / torchvision:NAME (optional vision extra)
+    factory: str | None = None  # or the user's builder, path/to/file.py:function (called with num_classes and kwargs)
+    checkpoint: str | None = None  # weights: a run folder, a kdlab .safetensors, or a .pth/.pt/.th file as it exists
+    kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the builder
     taps: dict[str, str] = field(default_factory=dict)  # role → module path, e.g. {feature: layer4}
     # the input normalisation the model was trained with: dataset (the data's own statistics, kdlab's models),
     # none ([0, 1] input), imagenet, or {mean: [...], std: [...]} in [0, 1] units (models/normalization.py)
@@ -130,10 +133,10 @@ class ModelConfig:
 class OptimConfig:
     """SGD. The CRD CIFAR-100 protocol: lr 0.05, momentum 0.9, weight decay 5e-4."""
 
-    lr: float = bounded(0.05, gt=0)
-    momentum: float = bounded(0.9, ge=0)
-    weight_decay: float = bounded(5e-4, ge=0)
-    nesterov: bool = False
+    lr: float = bounded(0.05, gt=0)  # SGD learning rate (the CRD protocol: 0.05)
+    momentum: float = bounded(0.9, ge=0)  # SGD momentum
+    weight_decay: float = bounded(5e-4, ge=0)  # L2 weight decay
+    nesterov: bool = False  # Nesterov momentum
     # If set, `lr` is the rate for a global batch of lr_ref_batch images and is scaled linearly to
     # data.batch_size (the global batch, whatever the number of processes).
     lr_ref_batch: int | None = bounded(None, ge=1)
@@ -144,13 +147,14 @@ class ScheduleConfig:
     """Learning-rate schedule, in epochs. `epoch_factor` k scales epochs, milestones and warm-up
     ("longer training": k=4 turns 240 epochs with decay at 150/180/210 into 960 with 600/720/840)."""
 
-    epochs: int = bounded(240, ge=1)
-    kind: Literal["multistep", "cosine", "constant"] = "multistep"
+    epochs: int = bounded(240, ge=1)  # training epochs (the CRD protocol: 240)
+    kind: Literal["multistep", "cosine", "constant"] = "multistep"  # learning-rate schedule
+    # multistep: epochs where lr is multiplied by gamma
     milestones: list[int] = field(default_factory=lambda: [150, 180, 210])
-    gamma: float = bounded(0.1, gt=0, le=1)
-    warmup_epochs: float = bounded(0.0, ge=0)
-    min_lr: float = bounded(0.0, ge=0)
-    epoch_factor: float = bounded(1.0, gt=0)
+    gamma: float = bounded(0.1, gt=0, le=1)  # multistep: the factor at each milestone
+    warmup_epochs: float = bounded(0.0, ge=0)  # linear warm-up from 0 over this many epochs
+    min_lr: float = bounded(0.0, ge=0)  # cosine: the final learning rate
+    epoch_factor: float = bounded(1.0, gt=0)  # scale epochs and milestones (longer training: 4 = 4x)
 
     def __post_init__(self) -> None:
         if sorted(self.milestones) != list(self.milestones):
@@ -163,11 +167,11 @@ class EngineConfig:
 
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["none", "bf16"] = "none"  # autocast dtype for forward passes
-    channels_last: bool = False
-    compile: bool = False
+    channels_last: bool = False  # channels_last memory format for student and teachers
+    compile: bool = False  # torch.compile the training step
     log_interval: int = bounded(50, ge=1)  # steps between host syncs of the running metrics
     eval_every: int = bounded(1, ge=1)  # epochs between test evaluations (the last epoch is always evaluated)
-    progress: bool = True
+    progress: bool = True  # a progress bar per epoch (`--no-progress` turns it off)
     threads: int | None = bounded(None, ge=1)  # torch intra-op threads; None leaves PyTorch's default
     # glibc malloc keeps freed memory mapped instead of re-faulting fresh pages every step (engine/memory.py;
     # AutoAugment pipeline 46k → 59k img/s in docs/benchmarks.md); the resident size stays at its peak
@@ -187,9 +191,9 @@ class EngineConfig:
 class RunConfig:
     """Everything a run needs. `kdlab train/distill --config FILE key=value …` builds one of these."""
 
-    name: str | None = None
-    output_dir: str = "runs"
-    seed: int = 0
+    name: str | None = None  # run folder name under output_dir (default: method-student-from-teacher-data-seed)
+    output_dir: str = "runs"  # where run folders go
+    seed: int = 0  # seeds models, data order and every view's randomness
     data: DataConfig = field(default_factory=DataConfig)
     student: ModelConfig = field(default_factory=ModelConfig)
     teacher: ModelConfig | None = None
@@ -212,12 +216,33 @@ def load_config(
 ) -> RunConfig:
     """RunConfig from an optional YAML file (with its `base:` files) plus `a.b=c` overrides, checked.
     `notice` receives what the loader changed on its own (a switched method's dropped keys)."""
-    data = read_config_file(path) if path is not None else {}
+    data = read_config_file(resolve_config_path(path)) if path is not None else {}
     overrides = list(overrides or [])
     apply_method_override(data, overrides, notice or (lambda _: None))
     apply_overrides(data, overrides)
     cfg: RunConfig = from_dict(RunConfig, data)
     return cfg
+
+
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"  # the recipes, shipped inside the package
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """`path` as given when it exists; else a recipe shipped with kdlab (`configs/cifar100/…` or
+    `cifar100/…`), so README's commands run from any folder after a wheel install; else a ConfigError with the
+    nearest recipe names."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    rel = Path(*p.parts[1:]) if p.parts and p.parts[0] == "configs" else p
+    packaged = PACKAGED_CONFIGS / rel
+    if not p.is_absolute() and packaged.is_file():
+        return packaged
+    from kdlab.errors import suggest
+
+    known = [f"configs/{q.relative_to(PACKAGED_CONFIGS)}" for q in PACKAGED_CONFIGS.rglob("*.yaml")]
+    hint = suggest(str(p), known)
+    raise ConfigError(f"config file {str(p)!r} not found{hint}; `kdlab config --list` lists the recipes")
 
 
 def teacher_configs(cfg: RunConfig) -> list[ModelConfig]:

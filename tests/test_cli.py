@@ -4,6 +4,8 @@ import subprocess
 import sys
 
 import pytest
+import yaml
+from conftest import digits_overrides
 
 from kdlab.cli import main
 
@@ -121,3 +123,34 @@ def test_overrides_count_anywhere_after_the_command(capsys):
         main(["train", "--dry-run", "data.dataset=digits", "--bogus"])
     with pytest.raises(SystemExit):
         main(["models", "seed=1"])
+
+
+def test_version_and_config_listing(capsys):
+    from kdlab import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"kdlab {__version__}"
+    from kdlab.commands.config_keys import config_keys
+
+    rows = {r[0]: r for r in config_keys()}
+    assert {"data.train_per_class", "data.test_per_class", "views.strong", "teacher.normalize"} <= set(rows)
+    assert all(r[3] for r in rows.values())  # every key says what it means
+    assert rows["schedule.epochs"][1:3] == ("int", "240")
+    assert main(["config", "--list"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert "configs/cifar10/small_kd_resnet20_resnet8.yaml" in listed
+    assert main(["config", "--show", "configs/cifar10/small_kd_resnet20_resnet8.yaml", "seed=3"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["seed"] == 3 and shown["schedule"]["epochs"] == 15 and shown["optim"]["nesterov"] is False
+
+
+def test_a_run_says_how_long_an_epoch_will_take(tmp_path):
+    from kdlab.config import load_config
+    from kdlab.experiment import train
+
+    lines: list[str] = []
+    cfg = load_config(None, [*digits_overrides(tmp_path, 2), "engine.log_interval=2"])
+    train(cfg, log=lines.append)
+    estimates = [x for x in lines if "per epoch" in x]
+    assert len(estimates) == 1 and "for the 2 epoch(s) to go" in estimates[0]

@@ -32,9 +32,11 @@ def test_teacher_trains_far_above_chance(digits_teacher):
         "train_ce",
         "train_acc",
         "test_acc",
+        "test_top5",
         "test_loss",
         "images_per_s",
     } <= set(first)
+    assert 100 >= first["test_top5"] >= first["test_acc"]
     assert (digits_teacher / "checkpoints" / "last.safetensors").is_file()
     assert (digits_teacher / "checkpoints" / "best.safetensors").is_file()
     assert "student:\n  name: resnet14" in (digits_teacher / "config.yaml").read_text()

@@ -11,6 +11,7 @@ before every evaluation and checkpoint, so all processes hold the same model. Ra
 from __future__ import annotations
 
 import atexit
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -116,8 +117,19 @@ def init_distributed(device: str) -> Distributed:
 
 
 def _destroy_process_group() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """At exit: wait until every process is here, then tear the group down together. A process that tears its
+    gloo group down while a peer still works in its own aborts now and then ("terminate called without an active
+    exception", SIGABRT) on a loaded machine; after the barrier no peer has any work left."""
+    if not dist.is_initialized():
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=120))
+        else:
+            dist.barrier()
+    except RuntimeError:  # a peer died or hung: nothing to wait for, tear down alone
+        pass
+    dist.destroy_process_group()
 
 
 def check_distributed_config(cfg: Any, d: Distributed) -> None:

@@ -34,11 +34,13 @@ from kdlab.views import ViewPipeline, to_unit
 
 @dataclass
 class EvalResult:
-    """Test-split evaluation: accuracy in %, mean CE loss in nats, agreement with the teacher(s) in %."""
+    """Test-split evaluation: top-1 accuracy in %, mean CE loss in nats, agreement with the teacher(s) in %,
+    top-5 accuracy in %."""
 
     acc: float
     loss: float
     agreement: float | None = None
+    top5: float | None = None
 
 
 def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -123,7 +125,9 @@ class Trainer:
         agreement = None
         if self._teacher_test_logits is not None:
             agreement = (pred == self._teacher_test_logits.argmax(1)).sum().item() / n * 100
-        return EvalResult(acc, loss, agreement)
+        k = min(5, logits.shape[1])
+        top5 = (logits.topk(k, 1).indices == labels[:, None]).any(1).sum().item() / n * 100
+        return EvalResult(acc, loss, agreement, top5)
 
     def evaluate_teachers(self) -> list[EvalResult]:
         """Test accuracy of every teacher (done once, before training); caches the ensemble's test logits."""
@@ -187,6 +191,7 @@ class Trainer:
         seen = 0
         self.skipped = []
         global_step0 = (epoch - 1) * steps
+        t_epoch = time.perf_counter()
         for i, batch in enumerate(self.train_loader):
             if i == steps:
                 break
@@ -211,7 +216,9 @@ class Trainer:
             first_bad = torch.where(newly_bad, global_step0 + i + 1, first_bad)
             bad_terms = bad_terms | (~finite & newly_bad)  # type: ignore[operator]
             if (i + 1) % self.cfg.engine.log_interval == 0 or i + 1 == steps:
-                self._check_finite(first_bad, bad_terms)
+                self._check_finite(first_bad, bad_terms)  # a host sync: the clock below is honest
+                if self.estimate_pending and i + 1 < steps:
+                    self._log_estimate(time.perf_counter() - t_epoch, i + 1, steps)
                 if progress is not None:
                     progress.update(task, completed=i + 1, loss=f"loss {float(sums.sum()) / seen:.4f}")
             elif progress is not None:
@@ -230,6 +237,20 @@ class Trainer:
         if self.skipped:
             out["skipped_steps"] = len(self.skipped)
         return out
+
+    estimate_pending = False  # fit() sets it: say how long an epoch and the run will take, once per session
+    epochs_to_go = 0
+
+    def _log_estimate(self, elapsed: float, done: int, steps: int) -> None:
+        """One line after the first synced steps of a session: time per epoch and for the epochs to go (training
+        steps only, measured over the first `done` steps, warm-up included; evaluation adds a little)."""
+        self.estimate_pending = False
+        per_epoch = elapsed / done * steps
+        total = per_epoch * self.epochs_to_go
+        self.log(
+            f"≈ {_duration(per_epoch)} per epoch (from the first {done} steps), "
+            f"≈ {_duration(total)} for the {self.epochs_to_go} epoch(s) to go"
+        )
 
     def _report_skipped(self, epoch: int, steps: int, seen: int) -> None:
         bad = torch.stack(self.skipped)
@@ -297,6 +318,8 @@ class Trainer:
         t_start = time.perf_counter()
         end = self.epochs if stop_after_epoch is None else min(self.epochs, stop_after_epoch)
         task = None
+        self.epochs_to_go = end - self.progress.start_epoch + 1
+        self.estimate_pending = self.epochs_to_go > 0
         for epoch in range(self.progress.start_epoch, end + 1):
             if progress is not None:
                 task = progress.add_task(f"epoch {epoch}/{self.epochs}", total=len(self.train_loader), loss="")
@@ -309,7 +332,7 @@ class Trainer:
                 if self.method.adaptive_teachers:  # the teachers changed: re-measure them first
                     record["teacher_test_acc"] = [r.acc for r in self.evaluate_teachers()]
                 last_eval = self.evaluate()
-                record.update({"test_acc": last_eval.acc, "test_loss": last_eval.loss})
+                record.update({"test_acc": last_eval.acc, "test_top5": last_eval.top5, "test_loss": last_eval.loss})
                 if last_eval.agreement is not None:
                     record["agreement"] = last_eval.agreement
                 if last_eval.acc > self.progress.best_acc:
@@ -350,6 +373,15 @@ class Trainer:
             "train_seconds_this_session": round(seconds, 2),
             "mean_images_per_s": sum(ln["images_per_s"] for ln in lines) / len(lines) if lines else None,
         }
+
+
+def _duration(seconds: float) -> str:
+    """12 s, 3.4 min, 2.1 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _epoch_line(r: dict[str, Any], epochs: int) -> str:
