@@ -65,9 +65,12 @@ def load_foreign_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        # torch's message suggests weights_only=False; kdlab never does that: say what is in the file instead
+        found = [ln.split("error:", 1)[1].strip() for ln in str(e).splitlines() if "WeightsUnpickler error:" in ln]
+        what = (found[0].split(". ")[0] if found else "not only tensors").replace("\x1b[1m", "").replace("\x1b[0m", "")
         raise CheckpointError(
-            f"refusing to load {path}: it holds Python objects beyond tensors ({str(e).splitlines()[0]}); "
-            "only weight files are accepted"
+            f"refusing to load {path}: it holds Python objects beyond tensors ({what}), which could run code; "
+            "kdlab never loads such files — save the weights alone: torch.save(model.state_dict(), PATH)"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({e})") from None

@@ -139,8 +139,11 @@ def _train(args: argparse.Namespace) -> int:
             raise ConfigError("`kdlab train` trains without a teacher; use `kdlab distill` for teacher.* configs")
         if args.command == "distill" and cfg.teacher is None and not cfg.teachers:
             raise ConfigError("`kdlab distill` needs a teacher: teacher.name=… teacher.checkpoint=…")
-    elif args.config or args.overrides or args.dry_run:
-        raise ConfigError("--resume continues a run with its saved config; drop --config, overrides, --dry-run")
+    elif args.config or args.dry_run or any(not o.startswith("schedule.epochs=") for o in args.overrides):
+        raise ConfigError(
+            "--resume continues a run with its saved config; drop --config, overrides and --dry-run "
+            "(schedule.epochs=N alone is allowed: it extends the run)"
+        )
     if args.dry_run:
         from kdlab.experiment import dry_run
 
@@ -153,7 +156,8 @@ def _train(args: argparse.Namespace) -> int:
 
     show = not args.no_progress and (cfg is None or cfg.engine.progress)  # --no-progress or engine.progress=false
     with progress_bar(show) as progress:
-        run_dir, summary = train(cfg, args.resume, log=log, progress=progress)  # type: ignore[arg-type]
+        extend = int(args.overrides[-1].split("=", 1)[1]) if args.resume and args.overrides else None
+        run_dir, summary = train(cfg, args.resume, log=log, progress=progress, extend_to=extend)  # type: ignore[arg-type]
     if summary:  # empty on ranks other than 0 of a multi-process run
         console.print_json(json.dumps(summary))
         console.print(f"run folder: {run_dir}")
@@ -441,8 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"kdlab: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("kdlab: interrupted; resume with --resume RUN_DIR", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        folder = getattr(e, "run_dir", None)
+        again = f"kdlab {args.command} --resume {folder}" if folder else "--resume RUN_DIR"
+        print(f"kdlab: interrupted; the last finished epoch is saved: resume with `{again}`", file=sys.stderr)
         return 130
     except Exception as e:  # a bug in kdlab, not bad input: still one line unless --debug
         if args.debug:

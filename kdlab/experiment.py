@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from kdlab.config import (
 from kdlab.data import ImageDataset, load_dataset
 from kdlab.engine.distributed import check_distributed_config, init_distributed
 from kdlab.engine.memory import retain_freed_memory
-from kdlab.errors import ConfigError, KdlabError, ModelError
+from kdlab.errors import CheckpointError, ConfigError, KdlabError, ModelError
 from kdlab.io import atomic_write_json
 from kdlab.methods import Distiller, Teacher, build_method
 from kdlab.methods.base import resolve_method_params
@@ -175,13 +176,22 @@ def train(
     stop_after_epoch: int | None = None,
     log: Any = print,
     progress: Any = None,
+    extend_to: int | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Run (or resume) one training run; returns (run folder, summary)."""
+    """Run (or resume) one training run; returns (run folder, summary). `extend_to`: on resume, train to this
+    many epochs instead of the saved schedule.epochs (a finished run goes on; config.yaml records it)."""
     if resume_dir is not None:
         run_dir = Path(resume_dir)
         if not (run_dir / "config.yaml").is_file():
             raise KdlabError(f"cannot resume: {run_dir} is not a run folder (no config.yaml)")
         cfg = load_config(run_dir / "config.yaml")
+        if extend_to is not None:
+            done = _epochs_done(run_dir)
+            if extend_to < max(done, 1):
+                raise ConfigError(f"schedule.epochs={extend_to} on --resume: the run has already trained {done} epochs")
+            cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, epochs=extend_to))
+            if init_distributed(cfg.engine.device).is_main:
+                save_config(cfg, run_dir / "config.yaml")
     dist = init_distributed(cfg.engine.device)
     check_distributed_config(cfg, dist)
     if not dist.is_main:
@@ -197,9 +207,18 @@ def train(
             run_dir = new_run_dir(cfg)
             save_config(portable_paths(_with_resolved_method(cfg, run.method)), run_dir / "config.yaml")
         run_dir = Path(dist.broadcast_object(str(run_dir) if dist.is_main else None))
-    trainer = build_trainer(cfg, run.method, run.data, run_dir, run.device, log=log, dist=dist)
+    try:
+        trainer = build_trainer(cfg, run.method, run.data, run_dir, run.device, log=log, dist=dist)
+    except BaseException:
+        if resume_dir is None and dist.is_main:
+            _remove_unstarted(run_dir)  # a start that failed leaves no folder behind (the next run is not "-2")
+        raise
     log(f"run folder: {run_dir}")
-    summary = trainer.fit(resume=resume_dir is not None, stop_after_epoch=stop_after_epoch, progress=progress)
+    try:
+        summary = trainer.fit(resume=resume_dir is not None, stop_after_epoch=stop_after_epoch, progress=progress)
+    except KeyboardInterrupt as e:
+        e.run_dir = run_dir  # type: ignore[attr-defined]  # for the "resume with" message
+        raise
     if summary and dist.is_main:
         summary = {**model_labels(cfg), **summary}
         atomic_write_json(run_dir / "summary.json", summary)
@@ -208,6 +227,18 @@ def train(
 
         log(f"report: {write_report(run_dir)}")
     return run_dir, summary
+
+
+def _epochs_done(run_dir: Path) -> int:
+    """Epochs recorded in a run folder's metrics.jsonl."""
+    path = run_dir / "metrics.jsonl"
+    return len([ln for ln in path.read_text().splitlines() if ln.strip()]) if path.is_file() else 0
+
+
+def _remove_unstarted(run_dir: Path) -> None:
+    """Remove a run folder that holds nothing but its config.yaml (the run never trained)."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {"config.yaml"}:
+        shutil.rmtree(run_dir)
 
 
 def dry_run(cfg: RunConfig) -> dict[str, Any]:
@@ -261,6 +292,11 @@ def load_trained(
         p = p / "checkpoints" / f"{which}.safetensors"
         if not p.is_file():
             p = p.with_name("last.safetensors")
+    elif _is_torch_file(p):
+        raise CheckpointError(
+            f"{p} is a PyTorch weights file, not a kdlab run folder or checkpoint: say which model it is for, "
+            "e.g. `kdlab eval FILE --model resnet56 --data SPEC` (or --factory file.py:function)"
+        )
     model_state, _, meta = load_training_state(p)
     cfg = config_from_checkpoint_meta(meta)
     info = meta["data"]
@@ -285,6 +321,15 @@ def load_trained(
     method.load_checkpoint_state(model_state)
     method.eval()
     return method, cfg, meta
+
+
+def _is_torch_file(p: Path) -> bool:
+    """A torch.save file (a zip archive, or a legacy pickle starting with the protocol byte)."""
+    if not p.is_file():
+        return False
+    with open(p, "rb") as f:
+        head = f.read(2)
+    return head == b"PK" or head[:1] == b"\x80"
 
 
 def _method_class(cfg: RunConfig) -> type[Distiller]:

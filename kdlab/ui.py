@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-console = Console(highlight=False)
+# Redirected to a file or a pipe, rich would wrap every line at 80 columns (its default width there): a log line
+# stays one line, and tables get room (a terminal keeps its own width).
+console = Console(highlight=False, soft_wrap=not sys.stdout.isatty(), width=None if sys.stdout.isatty() else 200)
 
 
 @contextlib.contextmanager

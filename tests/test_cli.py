@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import digits_overrides
+from conftest import DIGITS, digits_overrides
 
 from kdlab.cli import main
 
@@ -154,3 +154,58 @@ def test_a_run_says_how_long_an_epoch_will_take(tmp_path):
     train(cfg, log=lines.append)
     estimates = [x for x in lines if "per epoch" in x]
     assert len(estimates) == 1 and "for the 2 epoch(s) to go" in estimates[0]
+
+
+def test_a_failed_start_leaves_no_run_folder(tmp_path, capsys):
+    args = ["train", *DIGITS, f"output_dir={tmp_path}", "schedule.epochs=1", "name=x"]
+    assert main([*args, "views.strong=cutmixx"]) == 2
+    assert "did you mean" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert main(args) == 0 and (tmp_path / "x").is_dir()  # the next run gets the name, not x-2
+
+
+def test_a_finished_run_says_so_and_extends_with_schedule_epochs(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", *DIGITS, f"output_dir={tmp_path}", "schedule.epochs=2", "name=r"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "finished its 2 epochs" in out and "resuming at epoch 3/2" not in out
+    assert main(["train", "--resume", str(run), "schedule.epochs=3"]) == 0
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3] and "epochs: 3" in (run / "config.yaml").read_text()
+    assert main(["train", "--resume", str(run), "schedule.epochs=1"]) == 2
+    assert "already trained 3 epochs" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "seed=1"]) == 2  # any other override still refused
+
+
+def test_eval_of_a_torch_file_says_which_model_to_name(tmp_path, capsys):
+    import torch
+
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "w.pth")
+    assert main(["eval", str(tmp_path / "w.pth")]) == 2
+    err = capsys.readouterr().err
+    assert "PyTorch weights file" in err and "--model" in err and "corrupt" not in err
+
+
+LONG = "a-run-whose-name-alone-makes-its-folder-line-longer-than-eighty-columns"
+
+
+def test_ctrl_c_names_the_folder_to_resume_and_logs_are_not_wrapped(tmp_path):
+    import signal
+    import time
+
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "kdlab", "train", *DIGITS, f"output_dir={tmp_path}", "schedule.epochs=500",
+           f"name={LONG}", "engine.eval_every=100"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not (tmp_path / LONG / "checkpoints" / "last.safetensors").is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert f"kdlab train --resume {tmp_path / LONG}" in err
+    # redirected output: rich does not wrap at 80 columns
+    folder_line = f"run folder: {tmp_path / LONG}"
+    assert len(folder_line) > 80 and folder_line in out.splitlines()
+    assert any("per epoch" in ln and "for the 500 epoch(s) to go" in ln for ln in out.splitlines())

@@ -154,9 +154,11 @@ class _Evil:
 def test_checkpoint_that_runs_code_is_refused(tmp_path, capsys):
     path = tmp_path / "evil.pth"
     path.write_bytes(pickle.dumps({"model": _Evil()}))
-    with pytest.raises(CheckpointError, match="refusing to load"):
+    with pytest.raises(CheckpointError, match="refusing to load") as refused:
         load_weights(create_model("resnet8", 10), path)
     assert "this ran on load" not in capsys.readouterr().out
+    message = str(refused.value)
+    assert "kdlab never loads such files" in message and "weights_only" not in message and "\x1b" not in message
 
 
 def test_corrupt_checkpoint(tmp_path):

@@ -104,16 +104,17 @@ def measure_tstddev(
 def run_tstddev(
     cfg: RunConfig, views: list[str], epochs: int = 10, student: str | None = None, log: Any = print
 ) -> tuple[Path, dict[str, float]]:
-    """Measure, then write tstddev.json into output_dir/tstddev-<teacher>-…; returns (folder, results)."""
+    """Measure, then write tstddev.json into output_dir/tstddev-<name or teacher-seed>; returns (folder, results)."""
     results = measure_tstddev(cfg, views, epochs, student, log=log)
     assert cfg.teacher is not None
-    out = Path(cfg.output_dir) / (cfg.name or f"tstddev-{cfg.teacher.name}-s{cfg.seed}")
+    # its own folder, never a run's: a recipe's `name` is the training run's folder name
+    out = Path(cfg.output_dir) / f"tstddev-{cfg.name or f'{cfg.teacher.label}-s{cfg.seed}'}".replace(":", "-")
     out.mkdir(parents=True, exist_ok=True)
     ranking = sorted(results.items(), key=lambda kv: kv[1])
     atomic_write_json(
         out / "tstddev.json",
         {
-            "teacher": cfg.teacher.name,
+            "teacher": cfg.teacher.label,
             "dataset": cfg.data.dataset.split(":")[0],
             "epochs": epochs,
             "grouping": "per step the batch of x then of x'; 5 steps per group (10 chunks, 5 without x')",

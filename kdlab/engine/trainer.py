@@ -217,7 +217,7 @@ class Trainer:
             bad_terms = bad_terms | (~finite & newly_bad)  # type: ignore[operator]
             if (i + 1) % self.cfg.engine.log_interval == 0 or i + 1 == steps:
                 self._check_finite(first_bad, bad_terms)  # a host sync: the clock below is honest
-                if self.estimate_pending and i + 1 < steps:
+                if self.estimate_pending:
                     self._log_estimate(time.perf_counter() - t_epoch, i + 1, steps)
                 if progress is not None:
                     progress.update(task, completed=i + 1, loss=f"loss {float(sums.sum()) / seen:.4f}")
@@ -312,7 +312,12 @@ class Trainer:
             self.log(f"teacher {i}: test acc {r.acc:.2f}%  loss {r.loss:.3f}")
         if resume:
             self.progress = self.checkpoints.resume()
-            if self.progress.start_epoch > 1:
+            if self.progress.start_epoch > self.epochs:
+                self.log(
+                    f"the run has finished its {self.epochs} epochs; to train longer: "
+                    f"kdlab train --resume {self.run_dir} schedule.epochs=N"
+                )
+            elif self.progress.start_epoch > 1:
                 self.log(f"resuming at epoch {self.progress.start_epoch}/{self.epochs}")
         last_eval: EvalResult | None = None
         t_start = time.perf_counter()
