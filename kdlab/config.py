@@ -185,6 +185,9 @@ class EngineConfig:
     # teacher is most of a KD step; top-1 agreement with its fp32 logits is reported there).
     teacher_amp: Literal["none", "bf16"] = "none"
     report: bool = True  # write report.html (summary, curves, config) into the run folder when training ends
+    tensorboard: bool = (
+        False  # also write every epoch's metrics as TensorBoard events (pip install 'kdlab[tensorboard]')
+    )
 
 
 @dataclass

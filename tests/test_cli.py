@@ -209,3 +209,15 @@ def test_ctrl_c_names_the_folder_to_resume_and_logs_are_not_wrapped(tmp_path):
     folder_line = f"run folder: {tmp_path / LONG}"
     assert len(folder_line) > 80 and folder_line in out.splitlines()
     assert any("per epoch" in ln and "for the 500 epoch(s) to go" in ln for ln in out.splitlines())
+
+
+def test_the_python_api_runs_a_config_from_a_notebook(tmp_path):
+    import kdlab
+
+    cfg = kdlab.load_config(None, [*digits_overrides(tmp_path, 1), "name=api"])
+    run_dir, summary = kdlab.train(cfg, log=lambda _: None)
+    assert kdlab.evaluate(run_dir)["test_acc"] == pytest.approx(summary["last_epoch_test_acc"], abs=1e-9)
+    assert kdlab.export(run_dir)["num_classes"] == 10
+    assert set(kdlab.__all__) >= {"load_config", "train", "evaluate", "analyze", "export"}
+    with pytest.raises(AttributeError):
+        kdlab.trian  # noqa: B018

@@ -249,3 +249,16 @@ def test_eval_on_other_data_fails_saying_what_differs(digits_teacher, tmp_path):
     with pytest.raises(KdlabError, match=r"images \(3, 32, 32\) \(C, H, W\), not \(1, 8, 8\); 2 classes, not 10"):
         evaluate_path(digits_teacher, f"imagefolder:{tmp_path}")
     assert evaluate_path(digits_teacher, "digits")["test_acc"] > 80  # the run's own data still evaluates
+
+
+def test_tensorboard_events_hold_the_metrics_of_every_epoch(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = train(load_config(None, [*digits_overrides(tmp_path, 2), "engine.tensorboard=true"]), **QUIET)
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = [(e.step, e.value) for e in events.Scalars("test_acc")]
+    assert logged == [(r["epoch"], pytest.approx(r["test_acc"])) for r in records]
+    assert {"train_loss", "lr", "test_top5"} <= set(events.Tags()["scalars"])

@@ -24,7 +24,7 @@ from kdlab.data import IndexBatches
 from kdlab.engine.checkpointing import Checkpointer, Progress
 from kdlab.engine.distributed import Distributed
 from kdlab.engine.schedule import LRSchedule
-from kdlab.errors import NonFiniteLossError
+from kdlab.errors import ConfigError, NonFiniteLossError
 from kdlab.faults import crash_point
 from kdlab.io import atomic_write_json
 from kdlab.methods.base import Distiller
@@ -323,6 +323,7 @@ class Trainer:
         t_start = time.perf_counter()
         end = self.epochs if stop_after_epoch is None else min(self.epochs, stop_after_epoch)
         task = None
+        events = _tensorboard(self.run_dir) if self.cfg.engine.tensorboard and self.dist.is_main else None
         self.epochs_to_go = end - self.progress.start_epoch + 1
         self.estimate_pending = self.epochs_to_go > 0
         for epoch in range(self.progress.start_epoch, end + 1):
@@ -349,10 +350,17 @@ class Trainer:
             if self.dist.is_main:
                 with open(self.run_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
+            if events is not None:
+                for key, value in record.items():
+                    if isinstance(value, int | float) and key != "epoch":
+                        events.add_scalar(key, value, epoch)
+                events.flush()
             self.save_checkpoint("last", epoch, last_eval, full=True)
             if progress is not None:
                 progress.remove_task(task)
             self.log(_epoch_line(record, self.epochs))
+        if events is not None:
+            events.close()
         self.dist.barrier()
         if not self.dist.is_main:
             return {}
@@ -378,6 +386,17 @@ class Trainer:
             "train_seconds_this_session": round(seconds, 2),
             "mean_images_per_s": sum(ln["images_per_s"] for ln in lines) / len(lines) if lines else None,
         }
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    """A TensorBoard SummaryWriter into run_dir/tensorboard (the optional tensorboard package)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError(
+            "engine.tensorboard=true needs the tensorboard package: pip install 'kdlab[tensorboard]'"
+        ) from None
+    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 def _duration(seconds: float) -> str:
