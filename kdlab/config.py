@@ -185,9 +185,10 @@ class EngineConfig:
     # teacher is most of a KD step; top-1 agreement with its fp32 logits is reported there).
     teacher_amp: Literal["none", "bf16"] = "none"
     report: bool = True  # write report.html (summary, curves, config) into the run folder when training ends
-    tensorboard: bool = (
-        False  # also write every epoch's metrics as TensorBoard events (pip install 'kdlab[tensorboard]')
-    )
+    # also write every epoch's metrics as TensorBoard events into the run folder (pip install 'kdlab[tensorboard]')
+    tensorboard: bool = False
+    # an exponential moving average of the trained weights (e.g. 0.999): evaluated, kept as best, exported
+    ema_decay: float | None = bounded(None, gt=0, lt=1)
 
 
 @dataclass

@@ -262,3 +262,50 @@ def test_tensorboard_events_hold_the_metrics_of_every_epoch(tmp_path):
     logged = [(e.step, e.value) for e in events.Scalars("test_acc")]
     assert logged == [(r["epoch"], pytest.approx(r["test_acc"])) for r in records]
     assert {"train_loss", "lr", "test_top5"} <= set(events.Tags()["scalars"])
+
+
+def test_weight_average_against_hand_values():
+    from torch import nn
+
+    from kdlab.engine.ema import WeightAverage
+
+    class One(nn.Module):  # a Distiller stand-in: checkpoint_state() as the real ones give it
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm1d(1)
+
+        def checkpoint_state(self):
+            return {f"student.{k}": v for k, v in self.state_dict().items()}
+
+    m = One()
+    ema = WeightAverage(m, decay=0.5)  # type: ignore[arg-type]
+    with torch.no_grad():
+        m.bn.weight.fill_(3.0)  # 1 → 3: average ½·1 + ½·3 = 2
+        m.bn.num_batches_tracked.fill_(7)
+    ema.update()
+    with torch.no_grad():
+        m.bn.weight.fill_(4.0)  # ½·2 + ½·4 = 3
+    ema.update()
+    assert ema.state()["student.bn.weight"].item() == 3.0 and ema.state()["student.bn.num_batches_tracked"].item() == 7
+    with ema.swapped_in():
+        assert m.bn.weight.item() == 3.0
+    assert m.bn.weight.item() == 4.0  # the raw weights come back
+
+
+def test_ema_is_evaluated_kept_exported_and_resumes_exactly(tmp_path):
+    overrides = [*digits_overrides(tmp_path, 3), "student.name=resnet8", "engine.ema_decay=0.9"]
+    full_dir, _ = train(load_config(None, [*overrides, "name=full"]), **QUIET)
+    records = [json.loads(x) for x in (full_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all("raw_test_acc" in r for r in records) and any(r["raw_test_acc"] != r["test_acc"] for r in records)
+    last = load_file(str(full_dir / "checkpoints" / "last.safetensors"))
+    assert any(k.startswith("model.raw.") for k in last)
+    assert not torch.equal(last["model.student.fc.weight"], last["model.raw.student.fc.weight"])
+    from kdlab.experiment import evaluate_path
+
+    assert evaluate_path(full_dir, which="last")["test_acc"] == pytest.approx(records[-1]["test_acc"], abs=1e-9)
+    card = export_run(full_dir, tmp_path / "export", which="last")
+    assert card["test_acc"] == pytest.approx(records[-1]["test_acc"])
+    part_dir, _ = train(load_config(None, [*overrides, "name=part"]), stop_after_epoch=1, **QUIET)
+    train(None, resume_dir=part_dir, **QUIET)  # type: ignore[arg-type]
+    resumed = load_file(str(part_dir / "checkpoints" / "last.safetensors"))
+    assert all(torch.equal(last[k], resumed[k]) for k in last if k.startswith("model."))

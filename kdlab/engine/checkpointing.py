@@ -3,8 +3,10 @@
 `checkpoints/last.safetensors` holds, in one atomically written file, the trainable modules (`model.*`), the
 optimiser's buffers (`optim.*`), every random stream (`rng.*`: the sample order, the augmentation streams of
 each process, torch's CPU and CUDA states) and JSON metadata (epoch, best accuracy so far, the resolved
-config, dataset facts). `best.safetensors` holds the weights alone. Resuming restores all of it and drops
-metric lines written after the checkpoint, so a resumed run ends bitwise equal to an uninterrupted one."""
+config, dataset facts). `best.safetensors` holds the weights alone. With engine.ema_decay, `model.*` are
+the averaged weights everywhere (what eval and export read) and `last` keeps the raw ones as `model.raw.*`.
+Resuming restores all of it and drops metric lines written after the checkpoint, so a resumed run ends
+bitwise equal to an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -17,12 +19,14 @@ from typing import Any
 import torch
 
 from kdlab.engine.distributed import Distributed
+from kdlab.engine.ema import WeightAverage
 from kdlab.engine.state import load_training_state, optimizer_from_flat, save_training_state
 from kdlab.errors import CheckpointError
 from kdlab.io import atomic_write_text
 from kdlab.methods.base import Distiller
 
 FORMAT = "kdlab-checkpoint-v1"
+RAW = "raw."  # with engine.ema_decay, `last` holds the raw weights under model.raw.* (model.* are the averaged)
 
 
 @dataclass
@@ -49,6 +53,7 @@ class Checkpointer:
         device: torch.device,
         dist: Distributed,
         log: Callable[[str], None] = print,
+        ema: WeightAverage | None = None,
     ):
         self.run_dir = Path(run_dir)
         self.dir = self.run_dir / "checkpoints"
@@ -59,6 +64,7 @@ class Checkpointer:
         self.device = device
         self.dist = dist
         self.log = log
+        self.ema = ema
 
     @property
     def last(self) -> Path:
@@ -81,6 +87,9 @@ class Checkpointer:
         # Both may be collectives (the gathered RNG streams; CRD's pending memory update): every process
         # takes part, rank 0 writes.
         model_state = self.method.checkpoint_state()
+        if self.ema is not None:  # the averaged weights are the model; `last` keeps the raw ones to resume
+            averaged = self.ema.state()
+            model_state = {**averaged, **{RAW + k: v for k, v in model_state.items()}} if full else averaged
         rng = self.rng_state() if full else {}
         if not self.dist.is_main:
             return
@@ -99,6 +108,11 @@ class Checkpointer:
             self.truncate_metrics(0)
             return Progress()
         model, tensors, meta = load_training_state(path)
+        if self.ema is not None:
+            if not any(k.startswith(RAW) for k in model):
+                raise CheckpointError(f"{path} was written without engine.ema_decay; resume it without it")
+            self.ema.load({k: v for k, v in model.items() if not k.startswith(RAW)})
+            model = {k[len(RAW) :]: v for k, v in model.items() if k.startswith(RAW)}
         self.method.load_checkpoint_state(model)
         optimizer_from_flat(self.optimizer, tensors, meta["optimizer"])
         self.generator.set_state(tensors["rng.data"])

@@ -23,6 +23,7 @@ from kdlab.config import RunConfig, portable_paths
 from kdlab.data import IndexBatches
 from kdlab.engine.checkpointing import Checkpointer, Progress
 from kdlab.engine.distributed import Distributed
+from kdlab.engine.ema import WeightAverage
 from kdlab.engine.schedule import LRSchedule
 from kdlab.errors import ConfigError, NonFiniteLossError
 from kdlab.faults import crash_point
@@ -41,6 +42,7 @@ class EvalResult:
     loss: float
     agreement: float | None = None
     top5: float | None = None
+    raw: EvalResult | None = None  # with engine.ema_decay: the raw (not averaged) weights' result
 
 
 def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -98,8 +100,9 @@ class Trainer:
         self.skipped: list[torch.Tensor] = []  # loss terms of the steps skipped this epoch (skip mode)
         self.term_names: list[str] = []
         self.step_fn = torch.compile(self._train_step) if cfg.engine.compile else self._train_step
+        self.ema = WeightAverage(method, cfg.engine.ema_decay) if cfg.engine.ema_decay is not None else None
         self.checkpoints = Checkpointer(
-            run_dir, method, parts.optimizer, parts.generator, parts.view_generator, device, self.dist, log
+            run_dir, method, parts.optimizer, parts.generator, parts.view_generator, device, self.dist, log, self.ema
         )
         self.progress = Progress()
         self.teacher_eval: list[EvalResult] = []
@@ -146,11 +149,20 @@ class Trainer:
         return results
 
     def evaluate(self) -> EvalResult:
-        """The trained model's test accuracy, loss and agreement with the teacher(s)."""
+        """The trained model's test accuracy, loss and agreement with the teacher(s): the averaged weights
+        when engine.ema_decay is set (the raw weights' result then in `raw`)."""
         self.method.eval()
         logits = self.predict(self.method.predict, self.test_loader)
         crash_point("eval")
-        return self.evaluate_logits(logits, self.test_loader.labels)
+        result = self.evaluate_logits(logits, self.test_loader.labels)
+        if self.ema is None:
+            return result
+        with self.ema.swapped_in():
+            averaged = self.evaluate_logits(
+                self.predict(self.method.predict, self.test_loader), self.test_loader.labels
+            )
+        averaged.raw = result
+        return averaged
 
     # ------------------------------------------------------------------------------------------ training
 
@@ -201,6 +213,8 @@ class Trainer:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
             n_skipped = len(self.skipped)
             values, n_correct = self.step_fn(batch.images, batch.labels, batch.index, progress_epoch)
+            if self.ema is not None:
+                self.ema.update()
             crash_point("step")
             if len(self.skipped) > n_skipped:  # engine.nonfinite=skip dropped this step
                 continue
@@ -339,6 +353,8 @@ class Trainer:
                     record["teacher_test_acc"] = [r.acc for r in self.evaluate_teachers()]
                 last_eval = self.evaluate()
                 record.update({"test_acc": last_eval.acc, "test_top5": last_eval.top5, "test_loss": last_eval.loss})
+                if last_eval.raw is not None:
+                    record.update({"raw_test_acc": last_eval.raw.acc, "raw_test_loss": last_eval.raw.loss})
                 if last_eval.agreement is not None:
                     record["agreement"] = last_eval.agreement
                 if last_eval.acc > self.progress.best_acc:
