@@ -11,6 +11,7 @@ Run folder layout:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -206,6 +207,7 @@ def train(
         if dist.is_main:
             run_dir = new_run_dir(cfg)
             save_config(portable_paths(_with_resolved_method(cfg, run.method)), run_dir / "config.yaml")
+            atomic_write_json(run_dir / "provenance.json", provenance())
         run_dir = Path(dist.broadcast_object(str(run_dir) if dist.is_main else None))
     try:
         trainer = build_trainer(cfg, run.method, run.data, run_dir, run.device, log=log, dist=dist)
@@ -220,13 +222,43 @@ def train(
         e.run_dir = run_dir  # type: ignore[attr-defined]  # for the "resume with" message
         raise
     if summary and dist.is_main:
-        summary = {**model_labels(cfg), **summary}
+        made = run_dir / "provenance.json"
+        summary = {**model_labels(cfg), **(json.loads(made.read_text()) if made.is_file() else {}), **summary}
         atomic_write_json(run_dir / "summary.json", summary)
     if summary and cfg.engine.report:
         from kdlab.report.html import write_report
 
         log(f"report: {write_report(run_dir)}")
     return run_dir, summary
+
+
+def provenance() -> dict[str, Any]:
+    """What made a run: the date (UTC, ISO 8601), kdlab's version, its git commit when kdlab runs from a
+    checkout (`+modified` with uncommitted changes), Python and PyTorch versions."""
+    import datetime
+    import platform
+    import subprocess
+
+    from kdlab import __version__
+
+    commit = None
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, timeout=10)  # fmt: skip
+        if head.returncode == 0:
+            dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=10)  # fmt: skip
+            commit = head.stdout.strip() + ("+modified" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return {
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "kdlab_version": __version__,
+        "git_commit": commit,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
 
 
 def _epochs_done(run_dir: Path) -> int:
@@ -236,8 +268,8 @@ def _epochs_done(run_dir: Path) -> int:
 
 
 def _remove_unstarted(run_dir: Path) -> None:
-    """Remove a run folder that holds nothing but its config.yaml (the run never trained)."""
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {"config.yaml"}:
+    """Remove a run folder that holds nothing but its config.yaml and provenance.json (it never trained)."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {"config.yaml", "provenance.json"}:
         shutil.rmtree(run_dir)
 
 

@@ -166,6 +166,8 @@ def test_report_of_a_run_is_self_contained_and_renders_in_chromium(ensemble_run,
     run_dir, _ = ensemble_run
     page = write_report(run_dir).read_text()
     assert "data:image/png;base64," in page and "Training curves" in page
+    made = json.loads((run_dir / "provenance.json").read_text())
+    assert f"started {made['started']}" in page and f"kdlab {made['kdlab_version']}" in page and "commit " in page
     assert "http://" not in page and "https://" not in page and "<script" not in page
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -185,6 +187,69 @@ def test_report_of_a_run_is_self_contained_and_renders_in_chromium(ensemble_run,
     img = Image.open(shot).convert("L")
     lo, hi = img.getextrema()
     assert img.size == (1000, 1400) and hi - lo > 100  # not a blank page
+
+
+def _figure_of(monkeypatch, plot, *args):  # type: ignore[no-untyped-def]
+    """The matplotlib figure a plot function would save."""
+    import kdlab.report.plots as plots
+
+    seen = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: seen.append(fig))
+    plot(*args)
+    return seen[0]
+
+
+def test_sweep_plot_draws_categories_as_points_with_seed_error_bars(monkeypatch, tmp_path):
+    from kdlab.report.plots import plot_metric_vs_axis
+
+    rows = [{"views.strong": v, "seed": s, "last_epoch_test_acc": 70 + i + 0.1 * s}
+            for i, v in enumerate(["identity", "cutmix", "autoaugment"]) for s in (0, 1)]  # fmt: skip
+    ax = _figure_of(
+        monkeypatch, plot_metric_vs_axis, rows, "views.strong", ["last_epoch_test_acc"], tmp_path / "p"
+    ).axes[0]
+    (series,) = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
+    assert series.get_linestyle() == "None"  # categories: no line between them
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["identity\n(n=2)", "cutmix\n(n=2)", "autoaugment\n(n=2)"]
+    lo, hi = ax.get_ylim()
+    assert hi - lo >= 5  # 0.07-point seed noise is not magnified to fill the panel
+    numeric = [{"optim.lr": lr, "seed": 0, "last_epoch_test_acc": 70 + lr} for lr in (0.01, 0.05, 0.1)]
+    ax = _figure_of(
+        monkeypatch, plot_metric_vs_axis, numeric, "optim.lr", ["last_epoch_test_acc"], tmp_path / "p"
+    ).axes[0]
+    (series,) = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
+    assert series.get_linestyle() == "-" and list(series.get_xdata()) == [0.01, 0.05, 0.1]  # a numeric axis
+
+
+def test_run_curves_put_each_loss_on_its_own_axes_with_the_learning_rate(monkeypatch, tmp_path):
+    from kdlab.report.plots import plot_training_curves
+
+    records = [{"epoch": e, "lr": 0.1 / e, "train_loss": 3.0 / e, "train_acc": 10.0 * e, "test_loss": 1.0 / e,
+                "test_acc": 9.0 * e} for e in (1, 2, 3)]  # fmt: skip
+    fig = _figure_of(monkeypatch, plot_training_curves, records, tmp_path / "c")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["training loss", "test loss", "accuracy", "learning rate (epoch start)"]
+    assert list(fig.axes[3].get_lines()[0].get_ydata()) == [0.1, 0.05, 0.1 / 3]
+
+
+def test_attention_grid_has_class_captions_and_a_legend(monkeypatch, tmp_path):
+    from kdlab.report.plots import plot_attention_grid
+
+    images, masks = torch.rand(2, 3, 8, 8), {"teacher0": torch.rand(2, 8, 8) > 0.5}
+    fig = _figure_of(monkeypatch, plot_attention_grid, images, masks, tmp_path / "a", ["cat", "dog"], 0.4)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts == ["cat", "dog"] and "CAM ≥ 0.4" in fig.legends[0].get_texts()[0].get_text()
+
+
+def test_sweep_page_links_each_run_to_its_page(tmp_path):
+    from kdlab.report.html import write_report
+
+    root = tmp_path / "sw"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "report.html").write_text("<html></html>")
+    (root / "sweep.json").write_text(json.dumps({"config": "c.yaml", "grid": [["seed", [0, 1]]], "overrides": []}))
+    (root / "sweep.csv").write_text("run,seed,state\na,0,finished\nb,1,failed\n")
+    page = write_report(root).read_text()
+    assert "<a href='a/report.html'>a</a>" in page and "<a href='b/'>b</a>" in page
 
 
 def test_parse_grid_and_point_names():

@@ -71,6 +71,7 @@ class SplitOutputs:
     iou_release: dict[str, float]
     example_images: torch.Tensor  # (E, C, H, W) in [0, 1]
     example_masks: dict[str, torch.Tensor]  # name → (E, H, W) bool
+    example_labels: torch.Tensor  # (E,) class indices
 
 
 class RunTrainingView(torch.nn.Module):
@@ -212,7 +213,9 @@ def analyze_run(
         curves["ensemble"] = reliability_bins(ensemble, main.labels, 15)
     report["reliability_15"] = curves
     plot_reliability(curves, out_dir / "reliability.png")
-    plot_attention_grid(main.example_images, main.example_masks, out_dir / "attention.png")
+    classes = meta["data"].get("classes") or [str(i) for i in range(data.num_classes)]
+    captions = [str(classes[int(k)]) for k in main.example_labels]
+    plot_attention_grid(main.example_images, main.example_masks, out_dir / "attention.png", captions, threshold)
     atomic_write_json(out_dir / "analysis.json", report)
     log(f"written: {out_dir / 'analysis.json'}, reliability.png, attention.png")
     return report
@@ -292,6 +295,7 @@ def _run_models(
     per_batch: dict[str, list[float]] = {k: [] for k in pairs}
     counts: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {k: [] for k in pairs}  # release: per image
     ex_images: list[torch.Tensor] = []
+    ex_labels: list[torch.Tensor] = []
     ex_masks: dict[str, list[torch.Tensor]] = {n: [] for n in predictors}
     ex_index = torch.linspace(0, len(split) - 1, examples).round().long().unique() if examples else torch.empty(0)
     for start in range(0, len(split), batch_size):
@@ -321,6 +325,7 @@ def _run_models(
             take = ex_index[(ex_index >= start) & (ex_index < start + x01.shape[0])] - start
             if take.numel():  # examples spread evenly over the split (test sets are often sorted by class)
                 ex_images.append(x01.cpu()[take].float())
+                ex_labels.append(labels.cpu()[take])
                 for n in predictors:
                     ex_masks[n].append(masks[n][take])
     ious = {k: sum(v) / len(v) for k, v in per_batch.items() if v}
@@ -336,6 +341,7 @@ def _run_models(
         release,
         torch.cat(ex_images) if ex_images else torch.empty(0),
         {n: torch.cat(v) for n, v in ex_masks.items() if v},
+        torch.cat(ex_labels) if ex_labels else torch.empty(0, dtype=torch.long),
     )
 
 

@@ -49,7 +49,16 @@ def _img(png: bytes | Path, alt: str) -> str:
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(data).decode()}'>"
 
 
+class Link:
+    """A table cell that links to `href` (relative to the page)."""
+
+    def __init__(self, text: str, href: str):
+        self.text, self.href = text, href
+
+
 def _cell(v: Any) -> str:
+    if isinstance(v, Link):
+        return f"<td><a href='{html.escape(v.href)}'>{html.escape(v.text)}</a></td>"
     if isinstance(v, float):
         text = f"{v:.2f}" if abs(v) >= 1 else f"{v:.4f}"
         return f"<td class='num'>{text}</td>"
@@ -87,6 +96,11 @@ def _run_body(root: Path) -> str:
     from kdlab.report.plots import plot_training_curves
 
     parts = [f"<h1>{html.escape(root.name)}</h1>"]
+    if (root / "provenance.json").is_file():
+        made = read_json(root / "provenance.json")
+        facts = [f"started {made.get('started', '?')}", f"kdlab {made.get('kdlab_version', '?')}",
+                 f"commit {made.get('git_commit') or 'unknown'}", f"torch {made.get('torch', '?')}"]  # fmt: skip
+        parts.append(f"<p class='muted'>{html.escape(' · '.join(facts))}</p>")
     summary = read_json(root / "summary.json") if (root / "summary.json").is_file() else {}
     if summary:
         keys = [k for k, v in summary.items() if not isinstance(v, dict | list)]
@@ -146,12 +160,20 @@ def _sweep_body(root: Path) -> str:
         parts += ["<h2>Results</h2>", _markdown_table((root / "sweep.md").read_text())]
     for png in sorted((root / "plots").glob("*.png")):
         parts.append(_img(png, png.stem))
+    parts.append(
+        "<p class='muted'>points: mean over seeds, error bars: sample std over seeds (n per point under its label)</p>"
+    )
     if (root / "sweep.csv").is_file():
         import csv
 
         rows = list(csv.reader(io.StringIO((root / "sweep.csv").read_text())))
         if rows:
-            table = _table(rows[0], [[_num(c) for c in r] for r in rows[1:]])
+            cells = [[_num(c) for c in r] for r in rows[1:]]
+            if rows[0][0] == "run":  # each run's name links to its own page (or its folder, before it has one)
+                for r in cells:
+                    page = root / str(r[0]) / "report.html"
+                    r[0] = Link(str(r[0]), f"{r[0]}/report.html" if page.is_file() else f"{r[0]}/")
+            table = _table(rows[0], cells)
             parts += ["<h2>All runs</h2>", f"<div class='scroll'>{table}</div>"]
     return "".join(parts)
 
