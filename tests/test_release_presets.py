@@ -279,3 +279,12 @@ def test_cifar10_policy_is_the_released_table_with_its_magnitudes():
                 if name in O.FACTOR_OPS:
                     expected += 1  # the release enhances by 1 ± magnitude
                 assert fused.entry_value[entry] == pytest.approx(expected, abs=1e-6), (s, slot, name)
+
+
+def test_kdlabs_autoaugment_tables_are_korniass_published_ones():
+    tables = pytest.importorskip("kornia.augmentation.auto.autoaugment.autoaugment")
+    from kdlab.views.autoaugment_policies import POLICIES
+
+    for name, ours in POLICIES.items():
+        theirs = [tuple(tuple(op) for op in sub) for sub in getattr(tables, f"{name}_policy")]
+        assert theirs == ours, name

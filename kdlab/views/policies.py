@@ -22,6 +22,7 @@ from torch import nn
 from kdlab.errors import ConfigError
 from kdlab.typed_config import bounded
 from kdlab.views import image_ops
+from kdlab.views.autoaugment_policies import POLICIES
 from kdlab.views.base import StrongView, ViewOutput, ViewParams, register_view
 
 
@@ -276,18 +277,16 @@ class AutoAugmentView(_PolicyView):
 
     def __init__(self, params: AutoAugmentParams, image_size: int):
         super().__init__(params, image_size)
-        from kornia.augmentation.auto import AutoAugment
-        from kornia.augmentation.auto.autoaugment import autoaugment as tables
-
         policy = params.policy if params.policy != "auto" else ("cifar10" if image_size <= 32 else "imagenet")
-        if policy not in ("cifar10", "imagenet", "svhn"):
+        if policy not in POLICIES:
             raise ConfigError(f"views.policy must be auto, cifar10, imagenet or svhn; got {policy!r}")
         self.policy_name = policy
         self.fused = None
-        if params.impl == "fused":
-            table = getattr(tables, f"{policy}_policy")
-            self.fused = FusedPolicy(table, image_size, image_ops.SEMANTICS[params.ops])
+        if params.impl == "fused":  # kdlab's ops and tables: no kornia needed
+            self.fused = FusedPolicy(POLICIES[policy], image_size, image_ops.SEMANTICS[params.ops])
         else:
+            from kornia.augmentation.auto import AutoAugment
+
             self._use(AutoAugment(policy))
 
 

@@ -101,7 +101,14 @@ def guo_preset(kind: str, family: str, image_size: int, mean: Sequence[float] | 
     - imagenet weak: RandomResizedCrop(0.08–1) + flip + ColorJitter(0.4, 0.4, 0.4);
     - imagenet strong: the weak transform, then timm's RandAugment `rand-n2-m10-mstd0.5` filled with the
       dataset mean."""
-    import kornia.augmentation as K
+    try:
+        import kornia.augmentation as K
+    except ImportError:
+        from kdlab.errors import ConfigError
+
+        raise ConfigError(
+            f"views.standard={kind} (its crop, flip and rotation) needs kornia: pip install kornia"
+        ) from None
 
     family = preset_family(family, image_size)
     size = (image_size, image_size)
