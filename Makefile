@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install clean bench test-vision
+.PHONY: demo test lint format install clean bench test-vision gpu-check
 
 # The optional `vision` extra (timm and torchvision models by name) in a venv of its own: torch 2.14.1 and
 # torchvision 0.29.1 (a CUDA build, ~5.5 GB, runs on the CPU) instead of the core's torch 2.13.0.
@@ -43,6 +43,10 @@ $(VISION)/.installed: pyproject.toml
 
 test-vision: $(VISION)/.installed
 	$(VISION)/bin/python -m pytest tests/test_vision_models.py tests/test_bring_your_own.py
+
+# On a CUDA machine: the device tests and the throughput table into gpu-check/ (benchmarks/gpu_check.sh).
+gpu-check:
+	bash benchmarks/gpu_check.sh --device cuda --out gpu-check
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/step_throughput.py

@@ -23,7 +23,7 @@ from kdlab.assembly import build_trainer
 from kdlab.config import load_config
 from kdlab.data import ImageDataset, ImageSplit
 from kdlab.methods import Teacher, build_method
-from kdlab.models import create_model
+from kdlab.models import create_model, model_taps
 from kdlab.views import random_crop_flip
 
 PAIRS = [("resnet56", "resnet20"), ("resnet32x4", "resnet8x4")]
@@ -83,8 +83,8 @@ def kdlab_loop(
     """kdlab's Trainer.train_epoch on the same data. Returns images/s over one epoch."""
     cfg = load_config(None, [f"data.batch_size={batch}", "data.drop_last=true", "method.name=kd", *extra])
     torch.manual_seed(0)
-    teacher = Teacher(create_model(teacher_name, 100), {})
-    method = build_method(cfg.method, create_model(student_name, 100), [teacher])
+    teacher = Teacher(create_model(teacher_name, 100), model_taps(teacher_name))
+    method = build_method(cfg.method, create_model(student_name, 100), [teacher], model_taps(student_name))
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(cfg, method, data, Path(tmp), device, log=lambda _: None)
         if "engine.compile=true" in extra:

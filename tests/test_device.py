@@ -1,0 +1,113 @@
+"""The device-parametrised checks: run on the CPU in `make test`, and on a GPU by `benchmarks/gpu_check.sh`
+(KDLAB_TEST_DEVICE=cuda). Views, every method's training step, CutMixPick, AutoAugment's ops, exact resume on the
+same device, and the export round trip; against the CPU to stated tolerances where bitwise equality cannot hold
+across devices (float reductions run in another order there)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+from conftest import digits_overrides
+
+from kdlab.config import load_config
+from kdlab.experiment import train
+from kdlab.methods import METHODS, Teacher, build_method
+from kdlab.models import create_model, model_taps
+from kdlab.views import build_pipeline
+from kdlab.views import image_ops as O
+
+DEVICE = torch.device(os.environ.get("KDLAB_TEST_DEVICE", "cpu"))
+if DEVICE.type == "cuda" and not torch.cuda.is_available():
+    pytest.skip("KDLAB_TEST_DEVICE=cuda but no CUDA device", allow_module_level=True)
+B, K, SHAPE = 8, 10, (3, 16, 16)
+
+
+def _images(n: int = B, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (n, *SHAPE), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", O.NAMES)
+def test_image_ops_on_the_device_equal_the_cpu(name):
+    """Every op with a parameter per sample: integer tables and gathers are exact; the float blends may differ
+    by one 8-bit level on another device (fused multiply-add), on at most 1% of the values."""
+    u = _images(16)
+    op = torch.full((16,), O.NAMES.index(name))
+    value = torch.linspace(0.2, 1.8, 16) if name in O.FACTOR_OPS else torch.linspace(-6.0, 6.0, 16)
+    if name == "posterize":
+        value = torch.arange(16) % 8 + 1.0
+    if name in ("solarize", "solarize_add"):
+        value = torch.linspace(0, 255, 16)
+    cpu = O.apply_grouped(u.clone(), op, value.double(), None)
+    dev = O.apply_grouped(u.clone().to(DEVICE), op, value.double(), None).cpu()
+    diff = (cpu.int() - dev.int()).abs()
+    assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) <= 0.01, name
+
+
+# every view on a device; on the CPU two (test_method_contract covers the rest there: `make test` stays short)
+ALL_VIEWS = [None, "autoaugment", "randaugment", "cutmix", "cutmix_pick", "color_jitter"]
+
+
+@pytest.mark.parametrize("view", ALL_VIEWS if DEVICE.type != "cpu" else [None, "cutmix_pick"])
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_steps_on_the_device(name, view):
+    cls = METHODS.get(name).cls
+    if view == "cutmix_pick" and not cls.needs_teacher:
+        pytest.skip("cutmix_pick scores with a teacher")
+    torch.manual_seed(0)
+    teachers = [Teacher(create_model("resnet14", K), model_taps("resnet14"))] if cls.needs_teacher else []
+    cfg = {"name": name, **({"nce_k": 16} if name == "crd" else {})}
+    method = build_method(cfg, create_model("resnet8", K), teachers, model_taps("resnet8"), SHAPE).to(DEVICE)
+    if method.needs_train_labels:
+        method.attach_train_labels((torch.arange(64) % K).to(DEVICE), torch.Generator(DEVICE).manual_seed(0))
+    method.train()
+    pipeline = build_pipeline("crop_flip", view, {}, SHAPE[1], (0.5,) * 3, (0.25,) * 3, 2, True).to(DEVICE).train()
+    if pipeline.needs_scores:
+        pipeline.attach_scorer(method.score_candidates)
+    g = torch.Generator(DEVICE).manual_seed(1)
+    batch = pipeline(_images().to(DEVICE), (torch.arange(B) % K).to(DEVICE), torch.arange(B, device=DEVICE), g)
+    logits, terms = method.forward_train(batch)
+    assert logits.device.type == DEVICE.type and logits.shape == (B, K)
+    loss = sum(terms.values())
+    assert math.isfinite(float(loss.detach()))
+    loss.backward()
+    assert all(p.grad is None or p.grad.device.type == DEVICE.type for p in method.student.parameters())
+
+
+def test_a_run_resumes_bitwise_on_the_device_and_agrees_with_the_cpu(tmp_path):
+    device = ["engine.device=" + str(DEVICE)]
+    common = [*digits_overrides(tmp_path, 2), "views.strong=autoaugment", "method.name=ce", *device]
+    full_dir, full = train(load_config(None, [*common, "name=full"]), log=lambda _: None)
+    part_dir, _ = train(load_config(None, [*common, "name=part"]), stop_after_epoch=1, log=lambda _: None)
+    _, resumed = train(None, resume_dir=part_dir, log=lambda _: None)  # type: ignore[arg-type]
+
+    def lines(d):  # type: ignore[no-untyped-def]
+        drop = ("epoch_time_s", "images_per_s")
+        return [{k: v for k, v in json.loads(x).items() if k not in drop} for x in (d / "metrics.jsonl").open()]
+
+    assert lines(full_dir) == lines(part_dir) and resumed["last_epoch_test_acc"] == full["last_epoch_test_acc"]
+    if DEVICE.type != "cpu":  # the same recipe on the CPU learns as much (not bitwise: other kernels, other RNG)
+        _, cpu = train(load_config(None, [*common[:-1], "engine.device=cpu", "name=cpu"]), log=lambda _: None)
+        assert abs(cpu["last_epoch_test_acc"] - full["last_epoch_test_acc"]) < 10
+
+
+def test_export_round_trip_of_a_device_run(tmp_path):
+    from kdlab.commands.export import export_run
+    from kdlab.data import load_dataset
+    from kdlab.experiment import load_trained
+    from kdlab.views import Normalize, to_unit
+
+    run_dir, _ = train(load_config(None, [*digits_overrides(tmp_path, 1), f"engine.device={DEVICE}"]),
+                       log=lambda _: None)  # fmt: skip
+    export_run(run_dir, tmp_path / "export")
+    program = torch.export.load(str(tmp_path / "export" / "model.pt2")).module()
+    method, _, meta = load_trained(run_dir)
+    images = load_dataset("digits").test.images[:32]
+    with torch.no_grad():
+        expected = method.to(DEVICE).predict(
+            Normalize(meta["data"]["mean"], meta["data"]["std"]).to(DEVICE)(to_unit(images.to(DEVICE)))
+        )
+    torch.testing.assert_close(program(images), expected.cpu(), rtol=1e-4, atol=1e-4)
