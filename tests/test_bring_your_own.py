@@ -132,6 +132,7 @@ def test_bring_your_own_teacher_end_to_end(unit_range_teacher, tmp_path):
     # only the student: the program's parameters are the card's, and equal the student's
     assert _program_parameters(program) == card["exported_parameters"] == card["student_parameters"]
     assert card["weights_load_into"] == "student" and json.loads((out / "model.json").read_text())["format"]
+    assert card["normalize"] == "dataset" and len(card["mean"]) == 1  # the student's: the digits statistics
     # the weights load with plain load_state_dict into the model they name, and carry the card as metadata
     student = create_model("resnet8", 10, 1).eval()
     student.load_state_dict(load_file(out / "model.safetensors"), strict=True)

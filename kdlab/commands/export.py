@@ -72,6 +72,7 @@ def export_run(path: str | Path, out_dir: str | Path | None = None, which: str =
         # where it declares one, else the training data's statistics); the .pt2 program does it itself
         "mean": list(norm.mean),
         "std": list(norm.std),
+        "normalize": cfg.student.normalize,  # as declared (student.normalize); mean/std above are what it means
         "student_parameters": student_params,
         "exported_parameters": exported_params,
         "files": {"program": "model.pt2", "weights": "model.safetensors"},
