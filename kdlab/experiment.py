@@ -239,7 +239,7 @@ def provenance() -> dict[str, Any]:
     import platform
     import subprocess
 
-    from kdlab import __version__
+    from kdlab.version import __version__
 
     commit = None
     here = Path(__file__).resolve().parent

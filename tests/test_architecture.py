@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kdlab"
 
 # Lowest first; a module may import from its own layer and the layers below it.
 LAYERS: list[set[str]] = [
-    {"errors", "registry", "io", "faults", "typed_config", "config", "checkpoint"},
+    {"errors", "registry", "io", "faults", "typed_config", "config", "checkpoint", "version"},
     {"data", "models", "metrics", "losses"},
     {"views"},
     {"methods"},
