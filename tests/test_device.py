@@ -111,3 +111,71 @@ def test_export_round_trip_of_a_device_run(tmp_path):
             Normalize(meta["data"]["mean"], meta["data"]["std"]).to(DEVICE)(to_unit(images.to(DEVICE)))
         )
     torch.testing.assert_close(program(images), expected.cpu(), rtol=1e-4, atol=1e-4)
+
+
+class _NoHostSync:
+    """A step must not wait for the device. On CUDA: torch's sync debug mode set to error. On the CPU, the
+    honest proxy: every Tensor method that brings a value to the host (item, tolist, numpy, bool/float/int/index
+    conversions) raises while the step runs."""
+
+    NAMES = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self.monkeypatch = monkeypatch
+
+    def __enter__(self) -> None:
+        if DEVICE.type == "cuda":
+            torch.cuda.set_sync_debug_mode("error")
+            return
+
+        def refuse(*_args: object, **_kwargs: object) -> None:
+            raise AssertionError("a host sync inside the training step")
+
+        for name in self.NAMES:
+            self.monkeypatch.setattr(torch.Tensor, name, refuse)
+
+    def __exit__(self, *exc: object) -> None:
+        if DEVICE.type == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+        else:
+            self.monkeypatch.undo()
+
+
+# The views whose per-sample randomness stays on the device; the policy views (AutoAugment, RandAugment,
+# TrivialAugment) group samples by op on the host (one sync per op slot), not yet covered.
+SYNC_FREE_VIEWS = [None, "cutmix", "mixup", "cutmix_pick", "cutout", "flip"]
+
+
+def _trainer(tmp_path, method: str, view: str | None):  # type: ignore[no-untyped-def]
+    from kdlab.assembly import build_trainer
+    from kdlab.data import load_dataset
+
+    overrides = [*digits_overrides(tmp_path, 1), f"method.name={method}", f"engine.device={DEVICE}",
+                 "data.batch_size=16", *([f"views.strong={view}"] if view else [])]  # fmt: skip
+    if method == "crd":
+        overrides.append("method.nce_k=64")
+    cfg = load_config(None, overrides)
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    teacher = Teacher(create_model("resnet14", 10, 1), model_taps("resnet14"))
+    m = build_method(cfg.method, create_model("resnet8", 10, 1), [teacher], model_taps("resnet8"), data.image_shape)
+    trainer = build_trainer(cfg, m, data, tmp_path, DEVICE, log=lambda _: None)
+    return trainer, next(iter(trainer.train_loader))
+
+
+@pytest.mark.parametrize("view", SYNC_FREE_VIEWS)
+@pytest.mark.parametrize("method", ["kd", "dkd", "crd"])
+def test_a_training_step_does_not_sync_with_the_host(tmp_path, monkeypatch, method, view):
+    trainer, batch = _trainer(tmp_path, method, view)
+    trainer.step_fn(batch.images, batch.labels, batch.index)  # first step outside: lazy set-up may sync once
+    with _NoHostSync(monkeypatch):
+        values, correct = trainer.step_fn(batch.images, batch.labels, batch.index)
+    assert torch.isfinite(values).all() and int(correct) >= 0
+
+
+def test_the_sync_guard_catches_a_step_that_syncs(tmp_path, monkeypatch):
+    """The policy views group samples by op on the host today: the guard must see that."""
+    trainer, batch = _trainer(tmp_path, "kd", "autoaugment")
+    trainer.step_fn(batch.images, batch.labels, batch.index)
+    with pytest.raises((AssertionError, RuntimeError)), _NoHostSync(monkeypatch):
+        trainer.step_fn(batch.images, batch.labels, batch.index)
