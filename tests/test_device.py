@@ -141,9 +141,12 @@ class _NoHostSync:
             self.monkeypatch.undo()
 
 
-# The views whose per-sample randomness stays on the device; the policy views (AutoAugment, RandAugment,
-# TrivialAugment) group samples by op on the host (one sync per op slot), not yet covered.
+# The views whose per-sample randomness stays on the device. The policy views group samples by op on the host
+# on the CPU (faster there); on an accelerator they run image_ops.apply_masked, sync-free (timm's RandAugment
+# and color_jitter still draw on the host).
 SYNC_FREE_VIEWS = [None, "cutmix", "mixup", "cutmix_pick", "cutout", "flip"]
+if DEVICE.type != "cpu":
+    SYNC_FREE_VIEWS += ["autoaugment", "randaugment", "trivialaugment"]
 
 
 def _trainer(tmp_path, method: str, view: str | None):  # type: ignore[no-untyped-def]
@@ -174,8 +177,25 @@ def test_a_training_step_does_not_sync_with_the_host(tmp_path, monkeypatch, meth
 
 
 def test_the_sync_guard_catches_a_step_that_syncs(tmp_path, monkeypatch):
-    """The policy views group samples by op on the host today: the guard must see that."""
+    """On the CPU the policy views group samples by op on the host: the guard must see that."""
+    if DEVICE.type != "cpu":
+        pytest.skip("on an accelerator the policy views do not sync")
     trainer, batch = _trainer(tmp_path, "kd", "autoaugment")
     trainer.step_fn(batch.images, batch.labels, batch.index)
     with pytest.raises((AssertionError, RuntimeError)), _NoHostSync(monkeypatch):
         trainer.step_fn(batch.images, batch.labels, batch.index)
+
+
+@pytest.mark.parametrize(("view", "params"), [("autoaugment", {}), ("autoaugment", {"ops": "pillow"}),
+                                              ("randaugment", {}), ("trivialaugment", {})])  # fmt: skip
+def test_the_policies_accelerator_path_is_the_cpu_path_without_a_sync(monkeypatch, view, params):
+    """run_on_device (what a GPU runs) draws the same numbers and makes the same images as the CPU's grouped
+    path, bit for bit, and brings nothing to the host on the way."""
+    from kdlab.views import build_view
+
+    fused = build_view(view, params, 16).fused
+    u = _images(128)
+    grouped = fused.run(u.clone(), torch.Generator().manual_seed(3), False)
+    with _NoHostSync(monkeypatch):
+        masked = fused.run_on_device(u.clone(), torch.Generator().manual_seed(3), False)
+    assert torch.equal(grouped, masked)

@@ -184,3 +184,19 @@ def test_policy_views_give_the_same_images_from_uint8_as_from_float(name):
     assert torch.equal(
         u, torch.randint(0, 256, (32, 3, 16, 16), generator=torch.Generator().manual_seed(4)).to(torch.uint8)
     )
+
+
+@pytest.mark.parametrize("semantics", [O.PILLOW, O.RELEASE, O.Semantics(fill=(124, 116, 104))])
+def test_apply_masked_equals_apply_grouped(semantics):
+    """The accelerator path (every op group over the whole batch, no host sync) against the grouped one."""
+    g = torch.Generator().manual_seed(0)
+    u = torch.randint(0, 256, (96, 3, 12, 12), generator=g, dtype=torch.uint8)
+    op = torch.randint(-1, len(O.NAMES), (96,), generator=g)
+    r = torch.rand(96, generator=g, dtype=torch.float64)
+    value = torch.where(op < O.GEOMETRIC.stop, (r - 0.5) * 20, r * 2)  # shears/shifts/angles both ways, factors
+    value = torch.where(op == O.NAMES.index("posterize"), (r * 8).floor() + 1, value)
+    value = torch.where(op == O.NAMES.index("solarize"), r * 256, value)
+    value = torch.where(op == O.NAMES.index("solarize_add"), (r * 110).floor(), value)
+    assert torch.equal(
+        O.apply_masked(u.clone(), op, value, semantics), O.apply_grouped(u.clone(), op, value, None, semantics)
+    )

@@ -125,9 +125,37 @@ class FusedPolicy:
         self.pre: image_ops.PrecomputedOps | None = image_ops.PrecomputedOps(
             torch.from_numpy(self.entry_op), torch.from_numpy(self.entry_value), size, semantics
         )
+        self._tables: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(entry op, parameter, gate probability) as tensors on `device` (cached)."""
+        key = str(device)
+        if key not in self._tables:
+            op, value, prob = (
+                torch.from_numpy(t).to(device) for t in (self.entry_op, self.entry_value, self.entry_prob)
+            )
+            self._tables[key] = (op, value, prob)
+        return self._tables[key]
+
+    def run_on_device(self, u: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
+        """run() without a host sync (accelerators): the same draws from `g`, the entries looked up on the
+        device, the ops applied by image_ops.apply_masked. Returns u, written in place."""
+        b, dev = u.shape[0], u.device
+        n = 1 if per_batch else b
+        entry_op, entry_value, entry_prob = self._on(dev)
+        choice = torch.randint(0, self.n_sub, (n,), generator=g, device=dev).expand(b)
+        draws = torch.rand(2, 2, n, generator=g, device=dev).expand(2, 2, b)
+        for slot in range(2):
+            entry = (choice * 2 + slot) * 2 + (draws[slot, 1] < 0.5)
+            gated = torch.where(draws[slot, 0] < entry_prob[entry], entry_op[entry], -1)
+            image_ops.apply_masked(u, gated, entry_value[entry], self.semantics)
+        return u
 
     def run(self, u: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
-        """Apply the policy to uint8 images u (B, C, H, W) in place; returns u."""
+        """Apply the policy to uint8 images u (B, C, H, W) in place; returns u. On an accelerator without a
+        host sync (run_on_device); on the CPU grouped by op, which is faster there."""
+        if u.device.type != "cpu":
+            return self.run_on_device(u, g, per_batch)
         b, dev = u.shape[0], u.device
         n = 1 if per_batch else b
         choice = torch.randint(0, self.n_sub, (n,), generator=g, device=dev).expand(b).cpu().numpy()
@@ -163,9 +191,31 @@ class FusedRandom:
         self.pre: image_ops.PrecomputedOps | None = image_ops.PrecomputedOps(
             torch.from_numpy(self.entry_op), torch.from_numpy(self.entry_value), (image_size, image_size), semantics
         )
+        self._tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def run_on_device(self, u: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
+        """run() without a host sync (accelerators), the same draws; image_ops.apply_masked. Returns u."""
+        b, dev = u.shape[0], u.device
+        k = 1 if per_batch else b
+        key = str(dev)
+        if key not in self._tables:
+            self._tables[key] = (torch.from_numpy(self.entry_op).to(dev), torch.from_numpy(self.entry_value).to(dev))
+        entry_op, entry_value = self._tables[key]
+        for _ in range(self.n):
+            pick = torch.randint(0, self.n_ops + 1, (k,), generator=g, device=dev).expand(b) - 1
+            bins = torch.randint(0, 31, (k,), generator=g, device=dev).expand(b)
+            sign = torch.rand(k, generator=g, device=dev).expand(b)
+            slot = bins if self.m is None else 0
+            entry = (pick.clamp_min(0) * len(self.bins) + slot) * 2 + (sign < 0.5)
+            op = torch.where(pick >= 0, entry_op[entry], -1)
+            image_ops.apply_masked(u, op, entry_value[entry], self.semantics)
+        return u
 
     def run(self, u: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
-        """Apply the policy to uint8 images u (B, C, H, W) in place; returns u."""
+        """Apply the policy to uint8 images u (B, C, H, W) in place; returns u. On an accelerator without a
+        host sync (run_on_device); on the CPU grouped by op."""
+        if u.device.type != "cpu":
+            return self.run_on_device(u, g, per_batch)
         b, dev = u.shape[0], u.device
         k = 1 if per_batch else b
         for _ in range(self.n):
