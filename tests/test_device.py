@@ -142,11 +142,10 @@ class _NoHostSync:
 
 
 # The views whose per-sample randomness stays on the device. The policy views group samples by op on the host
-# on the CPU (faster there); on an accelerator they run image_ops.apply_masked, sync-free (timm's RandAugment
-# and color_jitter still draw on the host).
+# on the CPU (faster there); on an accelerator they run image_ops.apply_masked, sync-free.
 SYNC_FREE_VIEWS = [None, "cutmix", "mixup", "cutmix_pick", "cutout", "flip"]
 if DEVICE.type != "cpu":
-    SYNC_FREE_VIEWS += ["autoaugment", "randaugment", "trivialaugment"]
+    SYNC_FREE_VIEWS += ["autoaugment", "randaugment", "trivialaugment", "color_jitter"]
 
 
 def _trainer(tmp_path, method: str, view: str | None):  # type: ignore[no-untyped-def]
@@ -198,4 +197,20 @@ def test_the_policies_accelerator_path_is_the_cpu_path_without_a_sync(monkeypatc
     grouped = fused.run(u.clone(), torch.Generator().manual_seed(3), False)
     with _NoHostSync(monkeypatch):
         masked = fused.run_on_device(u.clone(), torch.Generator().manual_seed(3), False)
+    assert torch.equal(grouped, masked)
+
+
+@pytest.mark.parametrize(("view", "params"), [("randaugment", {"scale": "timm", "mstd": 0.5}), ("color_jitter", {})])
+def test_views_that_draw_per_sample_values_are_sync_free_on_an_accelerator(monkeypatch, view, params):
+    """timm's RandAugment and the colour jitter draw their values on the images' device; with the ops applied as
+    an accelerator applies them (apply_masked), nothing reaches the host and the images are the CPU path's."""
+    from kdlab.views import build_view
+
+    v = build_view(view, params, 16, (0.5, 0.5, 0.5))
+    x = _images(64).float() / 255
+    grouped = v(x, torch.Generator().manual_seed(4)).images
+    masked_like_a_gpu = lambda u, op, value, pre=None, semantics=O.PILLOW: O.apply_masked(u, op, value, semantics)  # noqa: E731
+    monkeypatch.setattr(O, "apply_grouped", masked_like_a_gpu)
+    with _NoHostSync(monkeypatch):
+        masked = v(x, torch.Generator().manual_seed(4)).images
     assert torch.equal(grouped, masked)

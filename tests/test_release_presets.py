@@ -95,15 +95,14 @@ def _tensor(img: Image.Image) -> torch.Tensor:
 def test_timm_randaugment_ops_match_the_release_on_pillow(name, level):
     size = 16
     fused = FusedTimmRandom(size, 1, level, 0.0, O.Semantics(fill=FILL))
-    pick = np.full(2, TIMM_SPACE.index(name))
-    negative = np.array([False, True])
-    args = fused.arguments(pick, np.full(2, level), negative)
+    pick = torch.full((2,), TIMM_SPACE.index(name))
+    negative = torch.tensor([False, True])
+    args = fused.arguments(pick, torch.full((2,), level, dtype=torch.float64), negative)
     for k in range(2):
         expected = release_arg(name, level, bool(negative[k]), size)
-        assert args[k] == pytest.approx(expected, abs=1e-12)
+        assert float(args[k]) == pytest.approx(expected, abs=1e-12)
     u = _images(2, size)
-    op = torch.from_numpy(fused.op_index[pick])
-    ours = O.apply_grouped(u.clone(), op, torch.from_numpy(args), None, O.Semantics(fill=FILL))
+    ours = O.apply_grouped(u.clone(), fused.op_index[pick], args, None, O.Semantics(fill=FILL))
     for k in range(2):
         theirs = _tensor(release_op(name, _pil(u[k]), release_arg(name, level, bool(negative[k]), size)))
         assert torch.equal(ours[k], theirs), (name, level, k)
@@ -120,7 +119,7 @@ def test_timm_randaugment_draws_as_the_release(monkeypatch):
     op, value = np.concatenate([s[0] for s in seen]), np.concatenate([s[1] for s in seen])
     applied = op >= 0
     assert applied.mean() == pytest.approx(0.5, abs=0.01)
-    counts = np.bincount([list(fused.op_index).index(o) for o in op[applied]], minlength=15)
+    counts = np.bincount([fused.op_index.tolist().index(o) for o in op[applied]], minlength=15)
     assert counts.min() / counts.max() > 0.85  # uniform over the 15 ops
     rot = op == O.NAMES.index("rotate")
     level = np.abs(value[rot]) / 30 * MAX_LEVEL
@@ -173,13 +172,14 @@ def test_color_jitter_matches_torchvision_on_pillow():
     u = _images(8, 12, seed=3)
     factors, order = jitter_draws(8, (0.4, 0.4, 0.4), torch.Generator().manual_seed(0), u.device, False)
     assert factors.min() >= 0.6 and factors.max() <= 1.4
-    ours = color_jitter_u8(u.clone(), factors, order, np.zeros(3, dtype=bool))
+    ours = color_jitter_u8(u.clone(), factors, order, torch.zeros(3, dtype=torch.bool))
     for k in range(8):
-        assert torch.equal(ours[k], _tensor(release_jitter(_pil(u[k]), factors[k], order[k])))
+        assert torch.equal(ours[k], _tensor(release_jitter(_pil(u[k]), factors[k].numpy(), order[k].tolist())))
 
 
 def test_color_jitter_draws_every_order_and_uniform_factors():
     factors, order = jitter_draws(6000, (0.4, 0.2, 0.0), torch.Generator().manual_seed(0), torch.device("cpu"), False)
+    factors, order = factors.numpy(), order.numpy()
     orders = {tuple(o) for o in order.tolist()}
     assert len(orders) == 6  # all permutations of the three ops
     assert (

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from kdlab.typed_config import bounded
@@ -27,27 +26,32 @@ class ColorJitterParams(ViewParams):
 
 def jitter_draws(
     n: int, spreads: tuple[float, float, float], g: torch.Generator | None, device: torch.device, per_batch: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per sample: the factors (n, 3) of brightness, contrast, saturation, uniform in [max(0, 1 − s), 1 + s]
-    (1 where s = 0), and the order (n, 3): order[i, j] is the op (index into JITTER_OPS) applied j-th."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, on `device`: the factors (n, 3) float64 of brightness, contrast, saturation, uniform in
+    [max(0, 1 − s), 1 + s] (1 where s = 0), and the order (n, 3) int64: order[i, j] is the op (index into
+    JITTER_OPS) applied j-th."""
     k = 1 if per_batch else n
-    draws = torch.rand(2, k, 3, generator=g, device=device).expand(2, n, 3).cpu().double().numpy()
-    s = np.array(spreads)
-    lo = np.maximum(0.0, 1.0 - s)
+    draws = torch.rand(2, k, 3, generator=g, device=device).expand(2, n, 3).double()
+    s = torch.tensor(spreads, dtype=torch.float64, device=device)
+    lo = (1.0 - s).clamp_min(0.0)
     factors = lo + draws[0] * (1.0 + s - lo)
-    return factors, np.argsort(draws[1], axis=1, kind="stable")
+    return factors, torch.argsort(draws[1], dim=1, stable=True)
 
 
-def color_jitter_u8(u: torch.Tensor, factors: np.ndarray, order: np.ndarray, skip: np.ndarray) -> torch.Tensor:
+def color_jitter_u8(u: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """u uint8 (B, C, H, W) jittered in place with per-sample factors (B, 3) in `order` (B, 3), as jitter_draws
-    gives them; ops with skip (3,) True are left out (a spread of 0). Returns u."""
-    b = len(u)
-    rows = np.arange(b)
-    index = np.array([image_ops.NAMES.index(n) for n in JITTER_OPS])
+    gives them (on u's device); ops with skip (3,) True are left out (a spread of 0). Returns u. An accelerator
+    applies them without a host sync (apply_masked)."""
+    index = torch.tensor([image_ops.NAMES.index(n) for n in JITTER_OPS], device=u.device)
+    skip = skip.to(u.device)
     for slot in range(3):
         which = order[:, slot]
-        op = np.where(skip[which], -1, index[which])
-        image_ops.apply_grouped(u, torch.from_numpy(op), torch.from_numpy(factors[rows, which]))
+        op = torch.where(skip[which], -1, index[which])
+        value = factors.gather(1, which[:, None])[:, 0]
+        if u.device.type == "cpu":
+            image_ops.apply_grouped(u, op, value)
+        else:
+            image_ops.apply_masked(u, op, value)
     return u
 
 
@@ -64,7 +68,7 @@ class ColorJitter(StrongView):
 
     def _jitter(self, u: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
         factors, order = jitter_draws(len(u), self._spreads(), g, u.device, self.params.per_batch_compat)
-        return color_jitter_u8(u, factors, order, np.array([s == 0 for s in self._spreads()]))
+        return color_jitter_u8(u, factors, order, torch.tensor([s == 0 for s in self._spreads()]))
 
     def transform_u8(self, u: torch.Tensor, g: torch.Generator | None) -> ViewOutput | None:
         return ViewOutput(self._jitter(u.clone(), g).to(torch.float32).div_(255))

@@ -240,7 +240,7 @@ TIMM_SPACE = (
 TIMM_MAX_LEVEL = 10.0
 
 
-def timm_argument(name: str, level: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def timm_argument(name: str, level: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """timm's unsigned argument of op `name` at levels (N,) in 0…10 for images of size (H, W): rotate 30°·l/10,
     posterize int(4·l/10) bits (its "tpu" variant), solarize threshold int(256·l/10), solarize_add int(110·l/10),
     enhance factors 0.1 + 1.8·l/10, shear 0.3·l/10, translate 0.45·l/10 of the image side; 0 for the rest."""
@@ -248,11 +248,11 @@ def timm_argument(name: str, level: np.ndarray, size: tuple[int, int]) -> np.nda
     if name == "rotate":
         return frac * 30.0
     if name == "posterize":
-        return np.trunc(frac * 4)
+        return torch.trunc(frac * 4)
     if name == "solarize":
-        return np.trunc(frac * 256)
+        return torch.trunc(frac * 256)
     if name == "solarize_add":
-        return np.trunc(frac * 110)
+        return torch.trunc(frac * 110)
     if name in image_ops.FACTOR_OPS:
         return frac * 1.8 + 0.1
     if name in ("shear_x", "shear_y"):
@@ -261,29 +261,31 @@ def timm_argument(name: str, level: np.ndarray, size: tuple[int, int]) -> np.nda
         return frac * 0.45 * size[1]
     if name == "translate_y":
         return frac * 0.45 * size[0]
-    return np.zeros_like(level)
+    return torch.zeros_like(level)
 
 
 class FusedTimmRandom:
     """timm's RandAugment on kdlab's batched ops: per sample and layer, one of TIMM_SPACE uniformly, applied with
     probability ½ at level N(m, mstd) clipped to 0…10 (m exactly when mstd = 0), rotate/shear/translate negated
-    with probability ½. Geometric ops resample nearest-neighbour (timm draws bilinear or bicubic per op)."""
+    with probability ½. Geometric ops resample nearest-neighbour (timm draws bilinear or bicubic per op). The
+    draws stay on the images' device; an accelerator applies the ops without a host sync (apply_masked)."""
 
     def __init__(self, image_size: int, n: int, m: float, mstd: float, semantics: image_ops.Semantics):
         self.size = (image_size, image_size)
         self.n, self.m, self.mstd = n, m, mstd
         self.semantics = semantics
-        self.op_index = np.array([image_ops.NAMES.index(name) for name in TIMM_SPACE])
+        self.op_index = torch.tensor([image_ops.NAMES.index(name) for name in TIMM_SPACE])
 
-    def arguments(self, pick: np.ndarray, level: np.ndarray, negative: np.ndarray) -> np.ndarray:
-        """The signed arguments (N,) of ops TIMM_SPACE[pick] at `level`, negated where `negative` (signed ops)."""
-        value = np.zeros(len(pick))
+    def arguments(self, pick: torch.Tensor, level: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+        """The signed arguments (N,) float64 of ops TIMM_SPACE[pick] (N,) at `level` (N,), negated where
+        `negative` (N,) bool and the op is geometric (timm negates only those)."""
+        level = level.to(torch.float64)
+        value = torch.zeros_like(level)
         for j, name in enumerate(TIMM_SPACE):
-            rows = pick == j
-            if rows.any():
-                value[rows] = timm_argument(name, level[rows], self.size)
-        signed = np.isin(self.op_index[pick], list(image_ops.GEOMETRIC))  # timm negates only these
-        return np.where(signed & negative, -value, value)
+            value = torch.where(pick == j, timm_argument(name, level, self.size), value)
+        op = self.op_index.to(pick.device)[pick]
+        signed = (op >= image_ops.GEOMETRIC.start) & (op < image_ops.GEOMETRIC.stop)
+        return torch.where(signed & negative, -value, value)
 
     def run(
         self, u: torch.Tensor, g: torch.Generator | None, per_batch: bool, fill: image_ops.Fill | None = None
@@ -293,14 +295,21 @@ class FusedTimmRandom:
         b, dev = u.shape[0], u.device
         k = 1 if per_batch else b
         semantics = self.semantics if fill is None else dataclasses.replace(self.semantics, fill=fill)
+        op_index = self.op_index.to(dev)
         for _ in range(self.n):
-            draws = torch.rand(4, k, generator=g, device=dev).expand(4, b).cpu().double().numpy()
-            noise = torch.randn(k, generator=g, device=dev).expand(b).cpu().double().numpy()
-            pick = np.minimum((draws[0] * len(TIMM_SPACE)).astype(np.int64), len(TIMM_SPACE) - 1)
-            level = np.clip(self.m + self.mstd * noise, 0.0, TIMM_MAX_LEVEL) if self.mstd > 0 else np.full(b, self.m)
-            op = np.where(draws[1] < 0.5, self.op_index[pick], -1)  # applied with probability ½
+            draws = torch.rand(4, k, generator=g, device=dev).expand(4, b).double()
+            noise = torch.randn(k, generator=g, device=dev).expand(b).double()
+            pick = (draws[0] * len(TIMM_SPACE)).long().clamp_max(len(TIMM_SPACE) - 1)
+            if self.mstd > 0:
+                level = (self.m + self.mstd * noise).clamp(0.0, TIMM_MAX_LEVEL)
+            else:
+                level = torch.full((b,), self.m, dtype=torch.float64, device=dev)
+            op = torch.where(draws[1] < 0.5, op_index[pick], -1)  # applied with probability ½
             value = self.arguments(pick, level, draws[2] < 0.5)
-            image_ops.apply_grouped(u, torch.from_numpy(op), torch.from_numpy(value), None, semantics)
+            if dev.type == "cpu":
+                image_ops.apply_grouped(u, op, value, None, semantics)
+            else:
+                image_ops.apply_masked(u, op, value, semantics)
         return u
 
 
