@@ -169,6 +169,8 @@ class EngineConfig:
     amp: Literal["none", "bf16"] = "none"  # autocast dtype for forward passes
     channels_last: bool = False  # channels_last memory format for student and teachers
     compile: bool = False  # torch.compile the training step
+    # torch.compile's mode: reduce-overhead replays the step as CUDA graphs (launch-bound small models on a GPU)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     log_interval: int = bounded(50, ge=1)  # steps between host syncs of the running metrics
     eval_every: int = bounded(1, ge=1)  # epochs between test evaluations (the last epoch is always evaluated)
     progress: bool = True  # a progress bar per epoch (`--no-progress` turns it off)

@@ -99,7 +99,8 @@ class Trainer:
         self.skip_nonfinite = cfg.engine.nonfinite == "skip"
         self.skipped: list[torch.Tensor] = []  # loss terms of the steps skipped this epoch (skip mode)
         self.term_names: list[str] = []
-        self.step_fn = torch.compile(self._train_step) if cfg.engine.compile else self._train_step
+        compiled = torch.compile(self._train_step, mode=cfg.engine.compile_mode) if cfg.engine.compile else None
+        self.step_fn = compiled or self._train_step
         self.ema = WeightAverage(method, cfg.engine.ema_decay) if cfg.engine.ema_decay is not None else None
         self.checkpoints = Checkpointer(
             run_dir, method, parts.optimizer, parts.generator, parts.view_generator, device, self.dist, log, self.ema
@@ -210,7 +211,7 @@ class Trainer:
             progress_epoch = epoch - 1 + i / steps
             lr = self.schedule(progress_epoch)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)
+                self._set_lr(group, lr * group.get("lr_scale", 1.0))
             n_skipped = len(self.skipped)
             values, n_correct = self.step_fn(batch.images, batch.labels, batch.index, progress_epoch)
             if self.ema is not None:
@@ -251,6 +252,16 @@ class Trainer:
         if self.skipped:
             out["skipped_steps"] = len(self.skipped)
         return out
+
+    def _set_lr(self, group: dict[str, Any], value: float) -> None:
+        """Set a parameter group's learning rate. Compiled, the rate is a 0-dim tensor updated in place: a Python
+        float is a constant of the traced optimiser step, and every new value recompiled it."""
+        if not self.cfg.engine.compile:
+            group["lr"] = value
+        elif isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(value)
+        else:
+            group["lr"] = torch.tensor(value, dtype=torch.float32, device=self.device)
 
     estimate_pending = False  # fit() sets it: say how long an epoch and the run will take, once per session
     epochs_to_go = 0
