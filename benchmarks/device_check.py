@@ -65,12 +65,38 @@ def concurrent(t: str, s: str, n: int, steps: int, batch: int, device: str) -> f
     return sum(r[0] for r in results) / span
 
 
+def end_to_end(data: str, device: str, epochs: int, out: Path, facts: dict[str, Any]) -> list[str]:
+    """Whole runs, views and evaluation included: resnet20 with CE on `data` for `epochs` (cosine), fp32 against
+    bf16 + channels_last — test accuracy (the bf16 impact) and images/s over the run's wall time."""
+    from kdlab.config import load_config
+    from kdlab.data import load_dataset
+    from kdlab.experiment import train
+
+    rows, train_images = [], len(load_dataset(data).train)  # decoded once here: the runs time training alone
+    for label, extra in (("fp32", []), ("bf16 + channels_last", ["engine.amp=bf16", "engine.channels_last=true"])):
+        cfg = load_config(None, [f"data.dataset={data}", "student.name=resnet20", f"schedule.epochs={epochs}",
+                                 "schedule.kind=cosine", f"engine.device={device}", "engine.progress=false",
+                                 "engine.report=false", f"output_dir={out / 'runs'}", *extra])  # fmt: skip
+        t0 = time.perf_counter()
+        _, summary = train(cfg, log=lambda _: None)
+        wall = time.perf_counter() - t0
+        images = train_images * epochs
+        acc = summary["last_epoch_test_acc"]
+        rows.append(f"| CE resnet20, {epochs} epochs end to end, {label}: test acc {acc:.2f}% | – | "
+                    f"{images / wall:.0f} img/s | – | – | – |")  # fmt: skip
+        facts[f"end_to_end_{label}"] = {"test_acc": summary["last_epoch_test_acc"], "wall_s": wall}
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--smoke", action="store_true", help="tiny models and step counts (a CPU check in seconds)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--jobs", default="1,2,4,8", help="concurrent runs to measure")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (a minute each)")
+    ap.add_argument("--data", help="a CIFAR-100 spec for the end-to-end rows (fp32 vs bf16 accuracy, img/s)")
+    ap.add_argument("--epochs", type=int, default=5, help="epochs of each end-to-end run")
     args = ap.parse_args()
     device = torch.device(args.device)
     out = Path(args.out)
@@ -96,6 +122,15 @@ def main() -> None:
         rows.append(f"| same, bf16 + channels_last, img/s | – | {fast:.0f} | {fast / ours:.3f}× fp32 | – | – |")
         facts[f"kd_{t}_{s}"] = {"plain": plain, "kdlab": ours, "kdlab_bf16_cl": fast}
     t, s, _ = pairs[0]
+    if not args.smoke and not args.no_compile:
+        for mode in ("default", "reduce-overhead"):
+            extra = ["engine.compile=true", f"engine.compile_mode={mode}"]
+            rate = statistics.median(_rate(t, s, steps, batch, extra, device) for _ in range(repeats))
+            base = facts[f"kd_{t}_{s}"]["kdlab"]
+            rows.append(
+                f"| KD {t} → {s}, torch.compile {mode}, img/s | – | {rate:.0f} | {rate / base:.3f}× eager | – | – |"
+            )
+            facts[f"compile_{mode}"] = rate
     for what, measured, reference, limit in RELATIVE:
         extra = ["method.nce_k=16"] if args.smoke and "method.name=crd" in measured else []
         ref = statistics.median(_rate(t, s, steps, batch, reference, device) for _ in range(repeats))
@@ -114,6 +149,8 @@ def main() -> None:
             f"| {n} concurrent runs: aggregate img/s | – | {agg:.0f} | {agg / one:.2f}× one run | {target} | {met} |"
         )
         facts[f"jobs_{n}"] = agg
+    if args.data:
+        rows += end_to_end(args.data, args.device, args.epochs, out, facts)
     table = "\n".join(rows) + "\n"
     head = f"# Device check: {facts.get('gpu', device)}, batch {batch}, {steps} steps per measurement\n\n"
     (out / "throughput.md").write_text(head + table)

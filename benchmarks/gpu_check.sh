@@ -31,6 +31,11 @@ PICK=()
 KDLAB_TEST_DEVICE=$DEVICE $PY -m pytest -p no:cacheprovider "${TESTS[@]}" "${PICK[@]}" > "$OUT/tests.txt" 2>&1 \
   || status=1
 tail -3 "$OUT/tests.txt"
-$PY benchmarks/device_check.py --device "$DEVICE" --out "$OUT" $SMOKE > "$OUT/throughput.log" 2>&1 || status=1
+# the end-to-end rows need CIFAR-100, carried to the device in a git-ignored folder:
+#   mkdir -p .gpu-data && cp ../shared/data/cifar100-jpg.tar.gz .gpu-data/   (then carry [".gpu-data"])
+DATA=()
+[ -f .gpu-data/cifar100-jpg.tar.gz ] && [ -z "$SMOKE" ] && DATA=(--data cifar100:.gpu-data/cifar100-jpg.tar.gz)
+$PY benchmarks/device_check.py --device "$DEVICE" --out "$OUT" $SMOKE "${DATA[@]}" > "$OUT/throughput.log" 2>&1 \
+  || status=1
 cat "$OUT/throughput.md" 2>/dev/null || tail -20 "$OUT/throughput.log"
 exit $status
