@@ -58,6 +58,14 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def share_device_memory(device: torch.device) -> None:
+    """With KDLAB_GPU_MEMORY_FRACTION set (by `kdlab sweep --jobs N`: 0.95 / N), cap this process's share of the
+    CUDA device's memory, so N runs share one GPU; nothing elsewhere."""
+    fraction = os.environ.get("KDLAB_GPU_MEMORY_FRACTION")
+    if fraction and device.type == "cuda":
+        torch.cuda.set_per_process_memory_fraction(float(fraction), device)
+
+
 def check_num_classes(model: nn.Module, image_shape: tuple[int, int, int], num_classes: int, what: str) -> None:
     """Fail clearly if `model` does not output `num_classes` logits for images of `image_shape`."""
     was_training = model.training
@@ -127,6 +135,7 @@ def build_run(cfg: RunConfig) -> Run:
     if cfg.engine.retain_memory:
         retain_freed_memory()
     device = resolve_device(cfg.engine.device)
+    share_device_memory(device)
     d = cfg.data
     data = load_dataset(
         d.dataset, d.cache_dir, d.train_per_class, d.test_per_class, d.stream, d.memory_budget_gb, d.image_size

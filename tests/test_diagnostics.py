@@ -312,3 +312,15 @@ def test_analyze_goes_through_the_shared_head_of_simkd(digits_teacher, tmp_path)
     assert report["models"]["student"]["test_acc"] == pytest.approx(summary["last_epoch_test_acc"], abs=1e-6)
     # … and so is its attention map: the teacher's classifier applied to the projected student map.
     assert 0 < report["attention_iou"]["teacher0~student"] <= 1
+
+
+def test_sweep_runs_sharing_one_gpu_get_a_share_of_its_memory(monkeypatch):
+    from kdlab.commands.sweep import MEMORY_FRACTION, child_env
+
+    monkeypatch.delenv(MEMORY_FRACTION, raising=False)
+    assert child_env(2, 4)[MEMORY_FRACTION] == "0.2375" and child_env(2, 4)["OMP_NUM_THREADS"] == "2"
+    assert MEMORY_FRACTION not in child_env(None, 1)  # one run at a time: the whole device
+    from kdlab.experiment import share_device_memory
+
+    monkeypatch.setenv(MEMORY_FRACTION, "0.25")
+    share_device_memory(torch.device("cpu"))  # a no-op off CUDA

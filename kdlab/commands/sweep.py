@@ -98,6 +98,7 @@ class Sweep:
         self.axes = [(k, v) for k, v in self.spec["grid"]]
         self.points = grid_points(self.axes)
         self.names = [point_name(p) for p in self.points]
+        self.jobs = 1  # runs at a time (set by run())
         status_path = self.root / "status.json"
         self.status: dict[str, dict[str, Any]] = read_json(status_path) if status_path.is_file() else {}
         self._lock = threading.Lock()
@@ -173,9 +174,7 @@ class Sweep:
             cmds.append([sys.executable, "-m", "kdlab", "analyze", str(folder)])
             if max_samples:
                 cmds[-1] += ["--max-samples", str(max_samples)]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if threads:
-            env["OMP_NUM_THREADS"] = str(threads)
+        env = child_env(threads, self.jobs if nproc == 1 else 1)
         with open(log_path, "ab") as log:
             for cmd in cmds:
                 log.write(f"$ {' '.join(cmd[1:])}\n".encode())
@@ -226,6 +225,7 @@ class Sweep:
         log(f"sweep {self.root}: {len(self.points)} runs, {done_before} finished, {len(todo)} to run, {jobs} at a time")
         per_run = jobs * nproc
         threads = max(1, (os.cpu_count() or 1) // per_run) if per_run > 1 else None
+        self.jobs = jobs
         counter = itertools.count(done_before + 1)
 
         def work(item: tuple[str, dict[str, Any]]) -> None:
@@ -298,6 +298,21 @@ TABLE_METRICS = (
     ("iou_teacher_student", "IoU t–s"),
     ("student_ece_15", "ECE15 (%)"),
 )
+
+
+def child_env(threads: int | None, jobs: int) -> dict[str, str]:
+    """The environment of one run of a sweep: its CPU threads, and with `jobs` runs sharing one GPU each run's
+    share of the device memory (KDLAB_GPU_MEMORY_FRACTION, applied by experiment.build_run), so that N runs fit
+    side by side instead of the first one caching the whole device."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    if jobs > 1:
+        env[MEMORY_FRACTION] = f"{0.95 / jobs:.4f}"
+    return env
+
+
+MEMORY_FRACTION = "KDLAB_GPU_MEMORY_FRACTION"
 
 
 def markdown_table(rows: list[dict[str, Any]], axes: list[str]) -> str:
