@@ -200,9 +200,9 @@ def train(
             if extend_to < max(done, 1):
                 raise ConfigError(f"schedule.epochs={extend_to} on --resume: the run has already trained {done} epochs")
             cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, epochs=extend_to))
-            if init_distributed(cfg.engine.device).is_main:
-                save_config(cfg, run_dir / "config.yaml")
     dist = init_distributed(cfg.engine.device)
+    if resume_dir is not None and extend_to is not None and dist.is_main:
+        save_config(cfg, run_dir / "config.yaml")
     check_distributed_config(cfg, dist)
     if not dist.is_main:
         log, progress = (lambda _: None), None  # rank 0 alone reports
@@ -422,8 +422,7 @@ def evaluate_model(mcfg: ModelConfig, dataset: str, device: str = "auto", batch_
     dev = resolve_device(device)
     teacher = build_teacher(mcfg, data, "model").to(dev)
     numbers = evaluate_on_test(teacher.model.eval(), data, (data.mean, data.std), dev, batch_size, "none")
-    label = mcfg.factory or mcfg.name
-    return {"checkpoint": os.path.basename(str(mcfg.checkpoint)), "model": label, "dataset": dataset, **numbers}
+    return {"checkpoint": os.path.basename(str(mcfg.checkpoint)), "model": mcfg.label, "dataset": dataset, **numbers}
 
 
 @torch.no_grad()
@@ -434,7 +433,7 @@ def evaluate_on_test(
     = (mean, std): samples, test_acc and test_top5 (%), test_loss (mean CE, nats), test_ece_15 (%)."""
     from kdlab.data import DeviceLoader
     from kdlab.engine.trainer import autocast_context
-    from kdlab.metrics import expected_calibration_error
+    from kdlab.metrics import expected_calibration_error, top_k_accuracy
     from kdlab.views import Normalize, to_unit
 
     normalize = Normalize(*stats).to(device)
@@ -445,11 +444,10 @@ def evaluate_on_test(
             logits.append(predict(normalize(to_unit(batch.images))).float().cpu())
             labels.append(batch.labels.cpu())
     lg, y = torch.cat(logits), torch.cat(labels)
-    k = min(5, lg.shape[1])
     return {
         "samples": len(y),
-        "test_acc": float((lg.argmax(1) == y).double().mean()) * 100,
-        "test_top5": float((lg.topk(k, 1).indices == y[:, None]).any(1).double().mean()) * 100,
+        "test_acc": top_k_accuracy(lg, y),
+        "test_top5": top_k_accuracy(lg, y, 5),
         "test_loss": float(torch.nn.functional.cross_entropy(lg.double(), y)),
         "test_ece_15": expected_calibration_error(lg, y, 15),
     }

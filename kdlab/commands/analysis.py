@@ -31,11 +31,13 @@ from kdlab.metrics import (
     ece_release,
     expected_calibration_error,
     fidelity_report,
+    iou,
     iou_counts,
     mean_entropy,
     normalize_cam,
     release_batch_fidelity,
     reliability_bins,
+    top_k_accuracy,
 )
 from kdlab.views import (
     REFERENCE_VIEW,
@@ -43,7 +45,6 @@ from kdlab.views import (
     VIEWS,
     Normalize,
     PresetView,
-    StandardView,
     StrongView,
     ViewOutput,
     build_view,
@@ -78,7 +79,7 @@ class RunTrainingView(torch.nn.Module):
     """The run's own training view on float [0, 1] images (B, C, H, W): its standard view x in training mode,
     then its strong view x' where it has one (a scoring view by its unscored stand-in) → ViewOutput."""
 
-    def __init__(self, standard: StandardView, strong: StrongView | None):
+    def __init__(self, standard: torch.nn.Module, strong: StrongView | None):
         super().__init__()
         self.standard, self.strong = standard, strong
 
@@ -108,6 +109,7 @@ def analyze_run(
     trained on, clean), test_aug (test images through `view`, default the run's strong view or autoaugment),
     train_aug / val_aug (train / test images through the run's own training view, RunTrainingView). Accuracy
     and loss on every split are always reported (generalisation gap, affinity)."""
+    from kdlab.assembly import views_for
     from kdlab.experiment import build_teacher, check_same_data, load_trained, resolve_device
     from kdlab.report.plots import plot_attention_grid, plot_reliability
 
@@ -136,25 +138,17 @@ def analyze_run(
     normalize = Normalize(meta["data"]["mean"], meta["data"]["std"]).to(device)
     aug_view = view or cfg.views.strong or REFERENCE_VIEW
     size, mean = data.image_shape[1], meta["data"]["mean"]
-    family = cfg.views.preset_family
     augment: torch.nn.Module
     if aug_view in STANDARD_VIEWS and aug_view not in VIEWS:  # a standard preset (weak, strong) as the view
-        augment = PresetView(aug_view, size, mean, family).to(device)
+        augment = PresetView(aug_view, size, mean, cfg.views.preset_family)
     else:
         aug_view = _unscored(aug_view)  # a scoring view needs a training student: its stand-in
-        augment = build_view(aug_view, {}, size, mean).to(device)
-    own_strong = None
-    if cfg.views.strong:
-        own_params = {
-            "strength": cfg.views.strength,
-            "per_batch_compat": cfg.views.per_batch_compat,
-            **cfg.views.params,
-        }
-        if _unscored(cfg.views.strong) != cfg.views.strong:
-            own_params = {}  # the stand-in takes its own defaults
-        own_strong = build_view(_unscored(cfg.views.strong), own_params, size, mean)
-    own_standard = StandardView(cfg.views.standard, size, cfg.data.crop_padding, cfg.data.flip, mean, family)
-    views: dict[str, torch.nn.Module] = {"test_aug": augment, "train_aug": RunTrainingView(own_standard, own_strong)}
+        augment = build_view(aug_view, {}, size, mean)
+    own = views_for(cfg, data)  # the run's own views, as its training built them
+    own_strong = own.strong
+    if own_strong is not None and own_strong.needs_scores and own_strong.unscored_stand_in:
+        own_strong = build_view(own_strong.unscored_stand_in, {}, size, mean)  # the stand-in takes its defaults
+    views: dict[str, torch.nn.Module] = {"test_aug": augment, "train_aug": RunTrainingView(own.standard, own_strong)}
     views["val_aug"] = views["train_aug"]
     for v in views.values():
         v.to(device)
@@ -164,8 +158,8 @@ def analyze_run(
         s = data.train if AUGMENTED.get(name, name) == "train" else data.test
         return s if max_samples is None or len(s) <= max_samples else _first(s, max_samples)
 
-    own = cfg.views.standard + (f" + {cfg.views.strong}" if cfg.views.strong else "")
-    log(f"analysing {run_path} on {spec} ({split}, {len(teachers)} teacher(s), test_aug: {aug_view}, own view: {own})")
+    own_name = cfg.views.standard + (f" + {cfg.views.strong}" if cfg.views.strong else "")
+    log(f"analysing {run_path} on {spec} ({split}, {len(teachers)} teacher(s), test_aug: {aug_view}, own: {own_name})")
     outputs = {}
     for name in SPLITS:
         log(f"  {name}: {len(split_images(name))} images × {len(predictors)} models")
@@ -184,7 +178,7 @@ def analyze_run(
         "split": split,
         "samples": int(main.labels.numel()),
         "test_aug_view": aug_view,
-        "training_view": own,
+        "training_view": own_name,
         "models": {},
         "fidelity": {},
         "attention_iou": main.iou,
@@ -247,10 +241,10 @@ def _model_numbers(
             lg = torch.stack([v for k, v in o.logits.items() if k.startswith("teacher")]).mean(0)
         else:
             lg = o.logits[name]
-        return _accuracy(lg, o.labels), float(F.cross_entropy(lg.double(), o.labels))
+        return top_k_accuracy(lg, o.labels), float(F.cross_entropy(lg.double(), o.labels))
 
     numbers = {
-        "accuracy": _accuracy(logits, labels),
+        "accuracy": top_k_accuracy(logits, labels),
         "ece_15": expected_calibration_error(logits, labels, 15),
         "ece_10": expected_calibration_error(logits, labels, 10),
         "entropy": mean_entropy(logits),
@@ -260,10 +254,6 @@ def _model_numbers(
     numbers["generalization_gap"] = numbers["train_acc"] - numbers["test_acc"]
     numbers["affinity"] = numbers["test_aug_acc"] / numbers["test_acc"] if numbers["test_acc"] > 0 else math.nan
     return numbers
-
-
-def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((logits.argmax(1) == labels).double().mean()) * 100
 
 
 @torch.no_grad()
@@ -319,8 +309,7 @@ def _run_models(
         labels_out.append(labels.cpu())
         if with_masks:
             for key, members in pairs.items():
-                inter, union = iou_counts(*[masks[m] for m in members])
-                per_batch[key].append(batch_iou(inter, union, len(inter), weighted=False))
+                per_batch[key].append(iou(*[masks[m] for m in members]))
                 counts[key].append(iou_counts(*[release_masks[m] for m in members]))
             take = ex_index[(ex_index >= start) & (ex_index < start + x01.shape[0])] - start
             if take.numel():  # examples spread evenly over the split (test sets are often sorted by class)

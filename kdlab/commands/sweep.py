@@ -98,7 +98,6 @@ class Sweep:
         self.axes = [(k, v) for k, v in self.spec["grid"]]
         self.points = grid_points(self.axes)
         self.names = [point_name(p) for p in self.points]
-        self.jobs = 1  # runs at a time (set by run())
         status_path = self.root / "status.json"
         self.status: dict[str, dict[str, Any]] = read_json(status_path) if status_path.is_file() else {}
         self._lock = threading.Lock()
@@ -159,8 +158,10 @@ class Sweep:
         analyze: bool,
         max_samples: int | None,
         nproc: int = 1,
+        jobs: int = 1,
     ) -> None:
-        """Train (or resume) one run, then analyse it; a failure is recorded with its error line."""
+        """Train (or resume) one run, then analyse it; a failure is recorded with its error line. `jobs`: the
+        runs going at once (they share the GPU's memory)."""
         folder = self.root / name
         if self.run_state(name) != "partial" and folder.exists():
             # A folder without a checkpoint holds nothing to keep (the run died before its first epoch).
@@ -174,7 +175,7 @@ class Sweep:
             cmds.append([sys.executable, "-m", "kdlab", "analyze", str(folder)])
             if max_samples:
                 cmds[-1] += ["--max-samples", str(max_samples)]
-        env = child_env(threads, self.jobs if nproc == 1 else 1)
+        env = child_env(threads, jobs if nproc == 1 else 1)
         with open(log_path, "ab") as log:
             for cmd in cmds:
                 log.write(f"$ {' '.join(cmd[1:])}\n".encode())
@@ -225,12 +226,11 @@ class Sweep:
         log(f"sweep {self.root}: {len(self.points)} runs, {done_before} finished, {len(todo)} to run, {jobs} at a time")
         per_run = jobs * nproc
         threads = max(1, (os.cpu_count() or 1) // per_run) if per_run > 1 else None
-        self.jobs = jobs
         counter = itertools.count(done_before + 1)
 
         def work(item: tuple[str, dict[str, Any]]) -> None:
             name, point = item
-            self.run_one(name, point, threads, analyze, max_samples, nproc)
+            self.run_one(name, point, threads, analyze, max_samples, nproc, jobs)
             st = self.status[name]
             extra = f": {st.get('error', '')}" if st["status"] == "failed" else ""
             log(f"[{next(counter)}/{len(self.points)}] {name}: {st['status']}{extra}")

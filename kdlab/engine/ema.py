@@ -22,8 +22,7 @@ class WeightAverage:
 
     def __init__(self, method: Distiller, decay: float):
         self.method, self.decay = method, decay
-        self.live = method.checkpoint_state()
-        self.average = {k: v.detach().clone() for k, v in self.live.items()}
+        self.average = {k: v.detach().clone() for k, v in method.checkpoint_state().items()}
         self._refresh()
 
     def _refresh(self) -> None:

@@ -29,6 +29,7 @@ from kdlab.errors import ConfigError, NonFiniteLossError
 from kdlab.faults import crash_point
 from kdlab.io import atomic_write_json
 from kdlab.methods.base import Distiller
+from kdlab.metrics import top_k_accuracy
 from kdlab.typed_config import to_dict
 from kdlab.views import ViewPipeline, to_unit
 
@@ -122,16 +123,12 @@ class Trainer:
         return torch.cat(out)
 
     def evaluate_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> EvalResult:
-        n = len(labels)
-        pred = logits.argmax(1)
-        acc = (pred == labels).sum().item() / n * 100  # exact count / n, as `kdlab eval` reports it
         loss = F.cross_entropy(logits, labels).item()
         agreement = None
         if self._teacher_test_logits is not None:
-            agreement = (pred == self._teacher_test_logits.argmax(1)).sum().item() / n * 100
-        k = min(5, logits.shape[1])
-        top5 = (logits.topk(k, 1).indices == labels[:, None]).any(1).sum().item() / n * 100
-        return EvalResult(acc, loss, agreement, top5)
+            agreement = top_k_accuracy(logits, self._teacher_test_logits.argmax(1))
+        # exact counts / n, as `kdlab eval` reports them
+        return EvalResult(top_k_accuracy(logits, labels), loss, agreement, top_k_accuracy(logits, labels, 5))
 
     def evaluate_teachers(self) -> list[EvalResult]:
         """Test accuracy of every teacher (done once, before training); caches the ensemble's test logits."""

@@ -1,8 +1,8 @@
-"""Metrics computed from predictions: T. stddev, fidelity (agreement, KL, MI, entropy), calibration (ECE),
-class-agnostic CAM attention and IoU."""
+"""Metrics computed from predictions: T. stddev, fidelity (agreement, KL, MI, entropy), accuracy, calibration
+(ECE), class-agnostic CAM attention and IoU."""
 
 from kdlab.metrics.attention import batch_iou, class_agnostic_cam, class_summed_map, iou, iou_counts, normalize_cam
-from kdlab.metrics.calibration import ece_release, expected_calibration_error, reliability_bins
+from kdlab.metrics.calibration import ece_release, expected_calibration_error, reliability_bins, top_k_accuracy
 from kdlab.metrics.fidelity import (
     agreement,
     fidelity_report,
@@ -35,4 +35,5 @@ __all__ = [
     "reliability_bins",
     "t_stddev",
     "t_stddev_chunks",
+    "top_k_accuracy",
 ]

@@ -61,9 +61,5 @@ def batch_iou(inter: torch.Tensor, union: torch.Tensor, batch: int, weighted: bo
 def iou(*masks: torch.Tensor) -> float:
     """Intersection over union of two or more boolean masks (B, H, W), pooled over the batch:
     Σ(A1 ∧ A2 ∧ …) / Σ(A1 ∨ A2 ∨ …). Two empty masks have IoU 1."""
-    inter, union = masks[0].clone(), masks[0].clone()
-    for m in masks[1:]:
-        inter &= m
-        union |= m
-    u = int(union.sum())
-    return 1.0 if u == 0 else int(inter.sum()) / u
+    inter, union = iou_counts(*masks)
+    return batch_iou(inter, union, max(1, len(inter)), weighted=False)

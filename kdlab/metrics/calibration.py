@@ -1,8 +1,15 @@
-"""Calibration: count-weighted expected calibration error and the reliability-diagram bins."""
+"""Accuracy and calibration: top-k accuracy, count-weighted expected calibration error, reliability bins."""
 
 from __future__ import annotations
 
 import torch
+
+
+def top_k_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
+    """% of rows of logits (N, K) whose label (N,) is among their k largest (k capped at K): the exact count / N."""
+    k = min(k, logits.shape[1])
+    hits = (logits.argmax(1) == labels) if k == 1 else (logits.topk(k, 1).indices == labels[:, None]).any(1)
+    return int(hits.sum()) / len(labels) * 100
 
 
 def reliability_bins(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> dict[str, list[float]]:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlab.errors import ConfigError, ModelError
+from kdlab.errors import ConfigError, ModelError, suggest
 
 LIBRARIES = ("timm", "torchvision")
 
@@ -38,23 +38,17 @@ def create_external(name: str, num_classes: int, in_channels: int, kwargs: dict[
         raise ModelError(f"{name} needs {library}: pip install 'kdlab[vision]' (optional extra)") from None
     if library == "timm":
         if constructor not in lib.list_models():
-            raise ModelError(f"timm has no model {constructor!r}{_suggest(constructor, lib.list_models())}")
+            raise ModelError(f"timm has no model {constructor!r}{suggest(constructor, lib.list_models())}")
         return lib.create_model(constructor, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
     from torchvision import models
 
     names = models.list_models()
     if constructor not in names:
-        raise ModelError(f"torchvision has no model {constructor!r}{_suggest(constructor, names)}")
+        raise ModelError(f"torchvision has no model {constructor!r}{suggest(constructor, names)}")
     model = models.get_model(constructor, weights=None, num_classes=num_classes, **kwargs)
     if in_channels != 3:
         raise ModelError(f"{name} takes 3-channel images; the data has {in_channels} (use timm, which has in_chans)")
     return model
-
-
-def _suggest(name: str, valid: list[str]) -> str:
-    from kdlab.errors import suggest
-
-    return suggest(name, valid)
 
 
 def _is_map(value: object) -> bool:

@@ -418,26 +418,31 @@ SEMANTICS = {"pillow": PILLOW, "release": RELEASE}
 def geometric_matrices(
     op: torch.Tensor, v: torch.Tensor, size: tuple[int, int], semantics: Semantics = PILLOW
 ) -> torch.Tensor:
-    """Pillow's inverse maps (N, 2, 3), float64 on the CPU, of the five geometric ops: sample i gets NAMES[op[i]]
-    (op in 0…4: shear_x, shear_y, translate_x, translate_y, rotate) with parameter v[i] (shear factor, pixels,
-    or degrees counter-clockwise about the centre, as Pillow's rotate); size (H, W); `semantics` as above."""
+    """Pillow's inverse maps (N, 2, 3), float64 on op's device (no host round trip), of the five geometric ops:
+    sample i gets NAMES[op[i]] (op in 0…4: shear_x, shear_y, translate_x, translate_y, rotate) with parameter
+    v[i] (shear factor, pixels, or degrees counter-clockwise about the centre, as Pillow's rotate); samples whose
+    op is not geometric get the identity; size (H, W); `semantics` as above."""
     h, w = size
-    o, val = op.cpu().numpy(), v.detach().cpu().double().numpy()
+    val = v.detach().to(op.device, torch.float64)
     if semantics.whole_pixel_translate:
-        val = np.where((o == 2) | (o == 3), np.trunc(val), val)
-    # built in NumPy on the host: ~20 tiny tensor ops cost more
-    m = np.tile(np.array([1.0, 0, 0, 0, 1, 0]), (len(o), 1))
-    rows = np.arange(len(o))
-    lin = o < 4  # shear_x → b, shear_y → d, translate_x → c, translate_y → f
-    m[rows[lin], np.array([1, 3, 2, 5])[o[lin]]] = val[lin]
-    if semantics.shear_about_centre:  # x' = x + s·(y − cy): the centre row (column) stays in place
-        m[rows[o == 0], 2] = -val[o == 0] * (h / 2)
-        m[rows[o == 1], 5] = -val[o == 1] * (w / 2)
-    t = -val[~lin] * (math.pi / 180)  # Pillow builds the rotation's inverse map from the negated angle
-    cos, sin = np.cos(t), np.sin(t)
+        val = torch.where((op == 2) | (op == 3), val.trunc(), val)
+    zero, one = torch.zeros_like(val), torch.ones_like(val)
+    b = torch.where(op == 0, val, zero)
+    d = torch.where(op == 1, val, zero)
+    c = torch.where(op == 2, val, zero)
+    f = torch.where(op == 3, val, zero)
+    if semantics.shear_about_centre:
+        c = c - b * (h / 2)
+        f = f - d * (w / 2)
+    t = -val * (math.pi / 180)
+    cos, sin = t.cos(), t.sin()
     cx, cy = w / 2, h / 2
-    m[~lin] = np.stack([cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy], 1)
-    return torch.from_numpy(m).view(-1, 2, 3)
+    rot = op == 4
+    m = torch.stack([
+        torch.where(rot, cos, one), torch.where(rot, sin, b), torch.where(rot, cx - cos * cx - sin * cy, c),
+        torch.where(rot, -sin, d), torch.where(rot, cos, one), torch.where(rot, cy + sin * cx - cos * cy, f),
+    ], 1)  # fmt: skip
+    return m.view(-1, 2, 3)
 
 
 def geometric(
@@ -573,32 +578,18 @@ def apply_grouped(
     return u
 
 
-def geometric_matrices_on(
-    op: torch.Tensor, v: torch.Tensor, size: tuple[int, int], semantics: Semantics = PILLOW
+def apply(
+    u: torch.Tensor,
+    op: torch.Tensor,
+    v: torch.Tensor,
+    pre: tuple[PrecomputedOps, torch.Tensor] | None = None,
+    semantics: Semantics = PILLOW,
 ) -> torch.Tensor:
-    """geometric_matrices as tensor code on op's device (no host round trip): (N, 2, 3) float64; samples whose
-    op is not geometric get the identity."""
-    h, w = size
-    val = v.to(torch.float64)
-    if semantics.whole_pixel_translate:
-        val = torch.where((op == 2) | (op == 3), val.trunc(), val)
-    zero, one = torch.zeros_like(val), torch.ones_like(val)
-    b = torch.where(op == 0, val, zero)
-    d = torch.where(op == 1, val, zero)
-    c = torch.where(op == 2, val, zero)
-    f = torch.where(op == 3, val, zero)
-    if semantics.shear_about_centre:
-        c = c - b * (h / 2)
-        f = f - d * (w / 2)
-    t = -val * (math.pi / 180)
-    cos, sin = t.cos(), t.sin()
-    cx, cy = w / 2, h / 2
-    rot = op == 4
-    m = torch.stack([
-        torch.where(rot, cos, one), torch.where(rot, sin, b), torch.where(rot, cx - cos * cx - sin * cy, c),
-        torch.where(rot, -sin, d), torch.where(rot, cos, one), torch.where(rot, cy + sin * cx - cos * cy, f),
-    ], 1)  # fmt: skip
-    return m.view(-1, 2, 3)
+    """u[i] ← OPS[NAMES[op[i]]](u[i], v[i]) in place, the fastest way for u's device: grouped by op on the CPU
+    (apply_grouped; `pre` used there), masked on an accelerator (apply_masked: no host sync). Returns u."""
+    if u.device.type == "cpu":
+        return apply_grouped(u, op.cpu(), v.cpu(), pre, semantics)
+    return apply_masked(u, op.to(u.device), v.to(u.device), semantics)
 
 
 def apply_masked(u: torch.Tensor, op: torch.Tensor, v: torch.Tensor, semantics: Semantics = PILLOW) -> torch.Tensor:
@@ -608,7 +599,7 @@ def apply_masked(u: torch.Tensor, op: torch.Tensor, v: torch.Tensor, semantics: 
     grouping, but no op counts on the host. Equal to apply_grouped bit for bit. Returns u, written in place."""
     n, c, h, w = u.shape
     geo = (op >= GEOMETRIC.start) & (op < GEOMETRIC.stop)
-    out = resample(u, affine_index(geometric_matrices_on(op, v, (h, w), semantics), (h, w)), semantics.fill)
+    out = resample(u, affine_index(geometric_matrices(op, v, (h, w), semantics), (h, w)), semantics.fill)
     out = torch.where(geo.view(n, 1, 1, 1), out, u)
     lut = _levels(u.device).to(torch.float32).view(1, 1, 256).expand(n, c, 256)
     for k in TABLES:

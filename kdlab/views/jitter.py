@@ -40,18 +40,14 @@ def jitter_draws(
 
 def color_jitter_u8(u: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """u uint8 (B, C, H, W) jittered in place with per-sample factors (B, 3) in `order` (B, 3), as jitter_draws
-    gives them (on u's device); ops with skip (3,) True are left out (a spread of 0). Returns u. An accelerator
-    applies them without a host sync (apply_masked)."""
+    gives them (on u's device); ops with skip (3,) True are left out (a spread of 0). Returns u (image_ops.apply:
+    no host sync on an accelerator)."""
     index = torch.tensor([image_ops.NAMES.index(n) for n in JITTER_OPS], device=u.device)
     skip = skip.to(u.device)
     for slot in range(3):
         which = order[:, slot]
         op = torch.where(skip[which], -1, index[which])
-        value = factors.gather(1, which[:, None])[:, 0]
-        if u.device.type == "cpu":
-            image_ops.apply_grouped(u, op, value)
-        else:
-            image_ops.apply_masked(u, op, value)
+        image_ops.apply(u, op, factors.gather(1, which[:, None])[:, 0])
     return u
 
 

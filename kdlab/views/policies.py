@@ -105,6 +105,16 @@ def _entries(op: torch.Tensor, value: torch.Tensor) -> tuple[np.ndarray, np.ndar
     return op2.numpy(), signed_values(op2, value.repeat_interleave(2), negative).numpy()
 
 
+def _on_device(
+    cache: dict[str, tuple[torch.Tensor, ...]], device: torch.device, *arrays: np.ndarray
+) -> tuple[torch.Tensor, ...]:
+    """`arrays` as tensors on `device`, made once per device and kept in `cache`."""
+    key = str(device)
+    if key not in cache:
+        cache[key] = tuple(torch.from_numpy(a).to(device) for a in arrays)
+    return cache[key]
+
+
 class FusedPolicy:
     """A table of two-op sub-policies [(op name, probability, level 0…9 or None), …] applied per sample with
     kdlab's batched ops (views/image_ops.py)."""
@@ -125,24 +135,16 @@ class FusedPolicy:
         self.pre: image_ops.PrecomputedOps | None = image_ops.PrecomputedOps(
             torch.from_numpy(self.entry_op), torch.from_numpy(self.entry_value), size, semantics
         )
-        self._tables: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-
-    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(entry op, parameter, gate probability) as tensors on `device` (cached)."""
-        key = str(device)
-        if key not in self._tables:
-            op, value, prob = (
-                torch.from_numpy(t).to(device) for t in (self.entry_op, self.entry_value, self.entry_prob)
-            )
-            self._tables[key] = (op, value, prob)
-        return self._tables[key]
+        self._tables: dict[str, tuple[torch.Tensor, ...]] = {}  # the entry arrays on each device
 
     def run_on_device(self, u: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
         """run() without a host sync (accelerators): the same draws from `g`, the entries looked up on the
         device, the ops applied by image_ops.apply_masked. Returns u, written in place."""
         b, dev = u.shape[0], u.device
         n = 1 if per_batch else b
-        entry_op, entry_value, entry_prob = self._on(dev)
+        entry_op, entry_value, entry_prob = _on_device(
+            self._tables, dev, self.entry_op, self.entry_value, self.entry_prob
+        )
         choice = torch.randint(0, self.n_sub, (n,), generator=g, device=dev).expand(b)
         draws = torch.rand(2, 2, n, generator=g, device=dev).expand(2, 2, b)
         for slot in range(2):
@@ -191,16 +193,13 @@ class FusedRandom:
         self.pre: image_ops.PrecomputedOps | None = image_ops.PrecomputedOps(
             torch.from_numpy(self.entry_op), torch.from_numpy(self.entry_value), (image_size, image_size), semantics
         )
-        self._tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._tables: dict[str, tuple[torch.Tensor, ...]] = {}  # the entry arrays on each device
 
     def run_on_device(self, u: torch.Tensor, g: torch.Generator | None, per_batch: bool) -> torch.Tensor:
         """run() without a host sync (accelerators), the same draws; image_ops.apply_masked. Returns u."""
         b, dev = u.shape[0], u.device
         k = 1 if per_batch else b
-        key = str(dev)
-        if key not in self._tables:
-            self._tables[key] = (torch.from_numpy(self.entry_op).to(dev), torch.from_numpy(self.entry_value).to(dev))
-        entry_op, entry_value = self._tables[key]
+        entry_op, entry_value = _on_device(self._tables, dev, self.entry_op, self.entry_value)
         for _ in range(self.n):
             pick = torch.randint(0, self.n_ops + 1, (k,), generator=g, device=dev).expand(b) - 1
             bins = torch.randint(0, 31, (k,), generator=g, device=dev).expand(b)
@@ -305,11 +304,7 @@ class FusedTimmRandom:
             else:
                 level = torch.full((b,), self.m, dtype=torch.float64, device=dev)
             op = torch.where(draws[1] < 0.5, op_index[pick], -1)  # applied with probability ½
-            value = self.arguments(pick, level, draws[2] < 0.5)
-            if dev.type == "cpu":
-                image_ops.apply_grouped(u, op, value, None, semantics)
-            else:
-                image_ops.apply_masked(u, op, value, semantics)
+            image_ops.apply(u, op, self.arguments(pick, level, draws[2] < 0.5), None, semantics)
         return u
 
 
