@@ -156,7 +156,7 @@ def _train(args: argparse.Namespace) -> int:
 
     show = not args.no_progress and (cfg is None or cfg.engine.progress)  # --no-progress or engine.progress=false
     with progress_bar(show) as progress:
-        extend = int(args.overrides[-1].split("=", 1)[1]) if args.resume and args.overrides else None
+        extend = _extended_epochs(args.overrides) if args.resume else None
         run_dir, summary = train(cfg, args.resume, log=log, progress=progress, extend_to=extend)  # type: ignore[arg-type]
     if summary:  # empty on ranks other than 0 of a multi-process run
         console.print_json(json.dumps(summary))
@@ -189,6 +189,19 @@ def _eval(args: argparse.Namespace) -> int:
         result = evaluate_path(args.path, args.data, args.which)
     console.print_json(json.dumps(result))
     return 0
+
+
+def _extended_epochs(overrides: list[str]) -> int | None:
+    """The N of `schedule.epochs=N` given with --resume (the one override it takes), checked; None without."""
+    from kdlab.errors import ConfigError
+    from kdlab.typed_config import parse_override
+
+    if not overrides:
+        return None
+    _, value = parse_override(overrides[-1])
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"schedule.epochs on --resume must be a whole number of epochs ≥ 1; got {value!r}")
+    return value
 
 
 def _yaml_value(text: str, what: str) -> Any:

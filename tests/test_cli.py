@@ -176,6 +176,8 @@ def test_a_finished_run_says_so_and_extends_with_schedule_epochs(tmp_path, capsy
     assert main(["train", "--resume", str(run), "schedule.epochs=1"]) == 2
     assert "already trained 3 epochs" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "seed=1"]) == 2  # any other override still refused
+    assert main(["train", "--resume", str(run), "schedule.epochs=abc"]) == 2  # a clean error, not an internal one
+    assert "whole number of epochs" in capsys.readouterr().err
 
 
 def test_eval_of_a_torch_file_says_which_model_to_name(tmp_path, capsys):
