@@ -11,9 +11,11 @@ grad, student forward/backward, 0.1·CE + 0.9·τ²·KL (τ=4), SGD (momentum 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from kdlab.assembly import build_trainer
 from kdlab.config import load_config
 from kdlab.data import ImageDataset, ImageSplit
+from kdlab.engine.trainer import Trainer
 from kdlab.methods import Teacher, build_method
 from kdlab.models import create_model, model_taps
 from kdlab.views import random_crop_flip
@@ -77,18 +80,28 @@ def plain_loop(teacher_name: str, student_name: str, data: ImageDataset, batch: 
     return (len(labels) // batch) * batch / (time.perf_counter() - t0)
 
 
-def kdlab_loop(
+@contextlib.contextmanager
+def kdlab_trainer(
     teacher_name: str, student_name: str, data: ImageDataset, batch: int, extra: list[str], device: torch.device
-) -> float:
-    """kdlab's Trainer.train_epoch on the same data. Returns images/s over one epoch."""
+) -> Iterator[Trainer]:
+    """A KD Trainer (100 classes) on `data` with kdlab overrides `extra`, its run folder temporary; compiled or
+    captured steps already compiled/captured (five steps run)."""
     cfg = load_config(None, [f"data.batch_size={batch}", "data.drop_last=true", "method.name=kd", *extra])
     torch.manual_seed(0)
     teacher = Teacher(create_model(teacher_name, 100), model_taps(teacher_name))
     method = build_method(cfg.method, create_model(student_name, 100), [teacher], model_taps(student_name))
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(cfg, method, data, Path(tmp), device, log=lambda _: None)
-        if "engine.compile=true" in extra:
-            trainer.train_epoch(1, max_steps=3)  # compilation is not counted
+        if "engine.compile=true" in extra or "engine.cuda_graphs=true" in extra:
+            trainer.train_epoch(1, max_steps=5)  # compilation, warm-up and capture are not counted
+        yield trainer
+
+
+def kdlab_loop(
+    teacher_name: str, student_name: str, data: ImageDataset, batch: int, extra: list[str], device: torch.device
+) -> float:
+    """kdlab's Trainer.train_epoch on the same data. Returns images/s over one epoch."""
+    with kdlab_trainer(teacher_name, student_name, data, batch, extra, device) as trainer:
         _sync(device)
         t0 = time.perf_counter()
         trainer.train_epoch(1)

@@ -87,9 +87,12 @@ def build_parts(
     if cfg.optim.lr_ref_batch:
         lr = cfg.optim.lr * cfg.data.batch_size / cfg.optim.lr_ref_batch
     o = cfg.optim
+    # captured as a CUDA graph, the step needs an SGD that reads its learning rate from a tensor on the device
+    # without a host sync: the fused one (the foreach one takes it as a Python number)
     optimizer = torch.optim.SGD(
-        method.param_groups(), lr=lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
-    )
+        method.param_groups(), lr=lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov,
+        fused=True if cfg.engine.cuda_graphs else None,
+    )  # fmt: skip
     if dist.active:  # every optimiser step (ATSC's bias step too) first averages gradients
         optimizer.register_step_pre_hook(lambda opt, *_: dist.average_gradients(opt))
     sched = cfg.schedule

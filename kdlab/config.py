@@ -171,6 +171,9 @@ class EngineConfig:
     compile: bool = False  # torch.compile the training step
     # torch.compile's mode: reduce-overhead replays the step as CUDA graphs (launch-bound small models on a GPU)
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    # CUDA only: capture the whole training step (views, forward, backward, SGD) once as a CUDA graph and replay
+    # it every step (engine/graphed_step.py); a batch of another size (an epoch's last) runs uncaptured
+    cuda_graphs: bool = False
     log_interval: int = bounded(50, ge=1)  # steps between host syncs of the running metrics
     eval_every: int = bounded(1, ge=1)  # epochs between test evaluations (the last epoch is always evaluated)
     progress: bool = True  # a progress bar per epoch (`--no-progress` turns it off)
@@ -191,6 +194,18 @@ class EngineConfig:
     tensorboard: bool = False
     # an exponential moving average of the trained weights (e.g. 0.999): evaluated, kept as best, exported
     ema_decay: float | None = bounded(None, gt=0, lt=1)
+
+    def __post_init__(self) -> None:
+        if self.cuda_graphs and self.compile:
+            raise ConfigError(
+                "engine.cuda_graphs and engine.compile both replace the step: choose one "
+                "(engine.compile_mode=reduce-overhead is torch.compile's own CUDA graphs)"
+            )
+        if self.cuda_graphs and self.nonfinite == "skip":
+            raise ConfigError(
+                "engine.nonfinite=skip reads the loss on the host every step, which a captured step cannot: "
+                "use engine.nonfinite=stop with engine.cuda_graphs"
+            )
 
 
 @dataclass

@@ -18,12 +18,14 @@ def test_gpu_check_runs_in_cpu_smoke_mode(tmp_path):
         capture_output=True, text=True, timeout=900, env=env, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert {"env.txt", "tests.txt", "throughput.md", "throughput.json"} <= {p.name for p in tmp_path.iterdir()}
+    written = {p.name for p in tmp_path.iterdir()}
+    assert {"env.txt", "tests.txt", "throughput.md", "throughput.json", "profile.txt"} <= written
     assert len(list(tmp_path.iterdir())) <= 8  # what the device tool returns
     table = (tmp_path / "throughput.md").read_text()
     for row in ("KD resnet8 → resnet8", "CutMixPick vs TLCutMix", "AutoAugment vs crop+flip", "CRD vs KD",
                 "2 concurrent runs"):  # fmt: skip
         assert row in table
     facts = json.loads((tmp_path / "throughput.json").read_text())
-    assert facts["kd_resnet8_resnet8"]["kdlab"] > 0 and facts["jobs_2"] > 0
+    assert facts["kd_resnet8_resnet8"]["fp32"] > 0 and facts["jobs_2"] > 0
     assert " passed" in (tmp_path / "tests.txt").read_text()
+    assert "ms per step" in (tmp_path / "profile.txt").read_text()

@@ -142,3 +142,8 @@ def check_distributed_config(cfg: Any, d: Distributed) -> None:
         )
     if cfg.engine.compile and cfg.engine.nonfinite == "skip":
         raise ConfigError("engine.nonfinite=skip with engine.compile is not supported across processes")
+    if cfg.engine.cuda_graphs:
+        raise ConfigError(
+            "engine.cuda_graphs runs in one process only: the gradients are averaged across processes between "
+            "steps, outside a captured step (use it for one-GPU runs, e.g. kdlab sweep --jobs N on one GPU)"
+        )

@@ -24,6 +24,7 @@ from kdlab.data import IndexBatches
 from kdlab.engine.checkpointing import Checkpointer, Progress
 from kdlab.engine.distributed import Distributed
 from kdlab.engine.ema import WeightAverage
+from kdlab.engine.graphed_step import GraphedStep, capture_for
 from kdlab.engine.schedule import LRSchedule
 from kdlab.errors import ConfigError, NonFiniteLossError
 from kdlab.faults import crash_point
@@ -46,10 +47,11 @@ class EvalResult:
     raw: EvalResult | None = None  # with engine.ema_decay: the raw (not averaged) weights' result
 
 
-def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on the device when asked for, else a no-op."""
+def autocast_context(device: torch.device, amp: str, cache: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast on the device when asked for, else a no-op. `cache=False` for a step captured as a CUDA
+    graph: autocast's cache of cast weights would hold the capture's copies (PyTorch's CUDA graphs notes)."""
     if amp == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()
 
 
@@ -100,8 +102,7 @@ class Trainer:
         self.skip_nonfinite = cfg.engine.nonfinite == "skip"
         self.skipped: list[torch.Tensor] = []  # loss terms of the steps skipped this epoch (skip mode)
         self.term_names: list[str] = []
-        compiled = torch.compile(self._train_step, mode=cfg.engine.compile_mode) if cfg.engine.compile else None
-        self.step_fn = compiled or self._train_step
+        self.step_fn = self._step_function(cfg, device, parts)
         self.ema = WeightAverage(method, cfg.engine.ema_decay) if cfg.engine.ema_decay is not None else None
         self.checkpoints = Checkpointer(
             run_dir, method, parts.optimizer, parts.generator, parts.view_generator, device, self.dist, log, self.ema
@@ -109,6 +110,15 @@ class Trainer:
         self.progress = Progress()
         self.teacher_eval: list[EvalResult] = []
         self._teacher_test_logits: torch.Tensor | None = None
+
+    def _step_function(self, cfg: RunConfig, device: torch.device, parts: TrainingParts) -> Callable[..., Any]:
+        """The training step as configured: plain, torch.compile'd, or captured as a CUDA graph."""
+        if cfg.engine.compile:
+            return torch.compile(self._train_step, mode=cfg.engine.compile_mode)
+        if not cfg.engine.cuda_graphs:
+            return self._train_step
+        capture = capture_for(device, [parts.generator, parts.view_generator])
+        return GraphedStep(self._train_step, device, cfg.data.batch_size, capture)
 
     # ------------------------------------------------------------------------------------------ evaluation
 
@@ -165,10 +175,12 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ training
 
     def _train_step(
-        self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, epoch: float = 0.0
+        self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, epoch: float | torch.Tensor = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimiser step. Returns (loss terms (T,), correct count) as device tensors, no host sync."""
-        with autocast_context(self.device, self.cfg.engine.amp):
+        """One optimiser step on uint8 images (B, C, H, W), labels (B,), sample ids (B,); `epoch` the fractional
+        epoch (a 0-dim tensor when captured). Returns (loss terms (T,), correct count) as device tensors, no host
+        sync."""
+        with autocast_context(self.device, self.cfg.engine.amp, cache=not self.cfg.engine.cuda_graphs):
             batch = self.views(images, labels, index, self.view_generator, self.memory_format)
             batch.epoch = epoch
             logits, terms = self.method.forward_train(batch)
@@ -251,9 +263,10 @@ class Trainer:
         return out
 
     def _set_lr(self, group: dict[str, Any], value: float) -> None:
-        """Set a parameter group's learning rate. Compiled, the rate is a 0-dim tensor updated in place: a Python
-        float is a constant of the traced optimiser step, and every new value recompiled it."""
-        if not self.cfg.engine.compile:
+        """Set a parameter group's learning rate. Compiled or captured, the rate is a 0-dim tensor updated in
+        place: a Python float is a constant of a traced optimiser step (every new value recompiled it) and of a
+        captured one (every replay would reuse it)."""
+        if not (self.cfg.engine.compile or self.cfg.engine.cuda_graphs):
             group["lr"] = value
         elif isinstance(group["lr"], torch.Tensor):
             group["lr"].fill_(value)

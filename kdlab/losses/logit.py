@@ -42,10 +42,12 @@ def dkd_parts(
     (renormalised). Identity (Zhao et al. 2022, Eq. 5): KD = TCKD + (1 − p_t[target])·NCKD per sample."""
     s = logits_s.float() / T
     t = logits_t.float() / T
-    gt = F.one_hot(target, s.shape[1]).bool()
+    # scatter, not F.one_hot: one_hot checks the labels' range on the host (a sync)
+    gt = torch.zeros_like(s, dtype=torch.bool).scatter_(1, target[:, None], True)
     p_s, p_t = s.softmax(1), t.softmax(1)
-    bin_s = torch.stack([p_s[gt], p_s.masked_fill(gt, 0).sum(1)], 1)
-    bin_t = torch.stack([p_t[gt], p_t.masked_fill(gt, 0).sum(1)], 1)
+    at = target[:, None]  # gather, not p[gt]: a boolean index counts its hits on the host (a sync)
+    bin_s = torch.stack([p_s.gather(1, at)[:, 0], p_s.masked_fill(gt, 0).sum(1)], 1)
+    bin_t = torch.stack([p_t.gather(1, at)[:, 0], p_t.masked_fill(gt, 0).sum(1)], 1)
     tckd = _binary_kl(bin_t, bin_s)
     log_q_s = F.log_softmax(s.masked_fill(gt, float("-inf")), 1).masked_fill(gt, 0)
     log_q_t = F.log_softmax(t.masked_fill(gt, float("-inf")), 1).masked_fill(gt, 0)

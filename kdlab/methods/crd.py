@@ -62,9 +62,9 @@ class ContrastMemory(nn.Module):
 
     @torch.no_grad()
     def flush(self) -> None:
-        """Apply the momentum update of the last batch. It is deferred to here (the next forward, or a
-        checkpoint) because the banks are saved for that batch's backward pass; the next batch sees the same
-        memory as with an immediate update."""
+        """Apply the momentum update of the last batch. It is deferred to after that batch's backward pass (the
+        method's post-step; the next forward or a checkpoint as a fallback) because the banks are saved for it;
+        the next batch sees the same memory as with an immediate update."""
         if self._pending is None:
             return
         index, v_s, v_t = (_gather_from_all_processes(t) for t in self._pending)
@@ -181,6 +181,12 @@ class CRD(FeatureDistiller):
         if self.contrast is not None:
             self.contrast.flush()
         return super().checkpoint_state()
+
+    def post_step(self, batch: TrainBatch, optimizer: torch.optim.Optimizer) -> None:
+        """The banks' momentum update of this step, after its backward pass: inside the step, so a step
+        captured as a CUDA graph replays it (the next batch sees the same memory either way)."""
+        if self.contrast is not None:
+            self.contrast.flush()
 
     def extra_modules(self) -> dict[str, nn.Module]:
         out: dict[str, nn.Module] = {"embed_s": self.embed_s, "embed_t": self.embed_t}

@@ -32,6 +32,10 @@ class DecoupledKD(LogitDistiller):
         p: DKDParams = self.params
         return dkd(student, teacher, labels, p.alpha, p.beta, p.temperature)
 
-    def scale(self, batch: TrainBatch) -> float:
+    def scale(self, batch: TrainBatch) -> float | torch.Tensor:
         w = self.params.warmup_epochs
-        return min(batch.epoch / w, 1.0) if w > 0 else 1.0
+        if w <= 0:
+            return 1.0
+        if isinstance(batch.epoch, torch.Tensor):  # a captured step: the epoch is read on the device
+            return (batch.epoch / w).clamp(max=1.0)
+        return min(batch.epoch / w, 1.0)

@@ -37,7 +37,12 @@ class KnowledgeDistillation(LogitDistiller):
         return kd(student, teacher, self.params.temperature)
 
     def view_terms(
-        self, student: torch.Tensor, teachers: list[torch.Tensor], labels: torch.Tensor, weight: float, suffix: str
+        self,
+        student: torch.Tensor,
+        teachers: list[torch.Tensor],
+        labels: torch.Tensor,
+        weight: float | torch.Tensor,
+        suffix: str,
     ) -> dict[str, torch.Tensor]:
         p: KDParams = self.params
         s, ts = student, teachers

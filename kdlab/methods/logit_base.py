@@ -49,12 +49,17 @@ class LogitDistiller(Distiller):
         """ℓ for one teacher: student and teacher logits (B, K), labels (B,) → scalar."""
         raise NotImplementedError
 
-    def scale(self, batch: TrainBatch) -> float:
+    def scale(self, batch: TrainBatch) -> float | torch.Tensor:
         """Multiplier of the teacher terms at this step (1 unless the method schedules them)."""
         return 1.0
 
     def view_terms(
-        self, student: torch.Tensor, teachers: list[torch.Tensor], labels: torch.Tensor, weight: float, suffix: str
+        self,
+        student: torch.Tensor,
+        teachers: list[torch.Tensor],
+        labels: torch.Tensor,
+        weight: float | torch.Tensor,
+        suffix: str,
     ) -> dict[str, torch.Tensor]:
         """The weighted teacher terms of one view (suffix '' for x, '_strong' for x')."""
         loss = ensemble_loss(lambda s, t: self.loss(s, t, labels), student, teachers, self.params.ensemble)

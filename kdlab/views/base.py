@@ -187,9 +187,8 @@ def beta(
     if alpha == 1.0:
         lam = torch.rand(m, generator=g, device=device)
     else:
-        lam = torch.distributions.Beta(torch.tensor(alpha, device=device), torch.tensor(alpha, device=device)).sample(
-            (m,)
-        )
+        a = torch.full((), alpha, device=device)  # made on the device: no copy from the host in a step
+        lam = torch.distributions.Beta(a, a, validate_args=False).sample((m,))  # validation reads a on the host
     return lam.expand(n) if per_batch else lam
 
 

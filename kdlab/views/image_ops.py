@@ -29,6 +29,27 @@ import torch.nn.functional as F
 _LUMA = torch.tensor([19595, 38470, 7471], dtype=torch.float32).div_(65536).view(1, 3, 1, 1)
 
 
+_DEVICE_COPIES: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def on_device(table: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A constant host table on `device`, copied once per (table, device) and kept (shared: do not modify).
+    A step on a GPU then copies nothing from the host: such a copy waits for the device, and in a step captured
+    as a CUDA graph it would replay the capture's stale bytes."""
+    if table.device == device or device.type == "cpu":
+        return table
+    key = (id(table), str(device))
+    if key not in _DEVICE_COPIES:
+        _DEVICE_COPIES[key] = (table, table.to(device))  # the table kept alive: its id stays its own
+    return _DEVICE_COPIES[key][1]
+
+
+@functools.cache
+def fill_values(fill: tuple[float, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A per-channel fill (C,) as a host tensor, one per (fill, dtype): for on_device."""
+    return torch.tensor(fill, dtype=dtype)
+
+
 @functools.cache
 def _luma(device: torch.device) -> torch.Tensor:
     """_LUMA on device, (1, 3, 1, 1) float32 (shared: do not modify)."""
@@ -256,7 +277,7 @@ def _framed(u: torch.Tensor, fill: Fill) -> torch.Tensor:
     if isinstance(fill, int):
         return F.pad(u, (1, 1, 1, 1), value=fill)
     framed = F.pad(u, (1, 1, 1, 1))
-    value = torch.tensor(fill, dtype=u.dtype, device=u.device)
+    value = on_device(fill_values(tuple(fill), u.dtype), u.device)
     if len(fill) != u.shape[1]:  # e.g. an RGB mean on grey images: their grey level
         value = value.float().mean().round().to(u.dtype).expand(u.shape[1])
     for edge in (framed[:, :, 0], framed[:, :, -1]):  # (N, C, W + 2)

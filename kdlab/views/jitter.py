@@ -5,6 +5,7 @@ Contrast, Color) on the 8-bit values. Hue is not offered: the presets it serves 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,13 @@ from kdlab.views.base import StrongView, ViewOutput, ViewParams, register_view
 from kdlab.views.policies import to_u8
 
 JITTER_OPS = ("brightness", "contrast", "color")  # ImageEnhance.Color is torchvision's adjust_saturation on PIL
+_JITTER_INDEX = torch.tensor([image_ops.NAMES.index(n) for n in JITTER_OPS])
+
+
+@functools.cache
+def _skipped(skip: tuple[bool, ...]) -> torch.Tensor:
+    """(3,) bool host tensor, one per pattern (for image_ops.on_device)."""
+    return torch.tensor(skip)
 
 
 @dataclass
@@ -32,7 +40,7 @@ def jitter_draws(
     JITTER_OPS) applied j-th."""
     k = 1 if per_batch else n
     draws = torch.rand(2, k, 3, generator=g, device=device).expand(2, n, 3).double()
-    s = torch.tensor(spreads, dtype=torch.float64, device=device)
+    s = image_ops.on_device(image_ops.fill_values(tuple(spreads), torch.float64), device)
     lo = (1.0 - s).clamp_min(0.0)
     factors = lo + draws[0] * (1.0 + s - lo)
     return factors, torch.argsort(draws[1], dim=1, stable=True)
@@ -42,8 +50,8 @@ def color_jitter_u8(u: torch.Tensor, factors: torch.Tensor, order: torch.Tensor,
     """u uint8 (B, C, H, W) jittered in place with per-sample factors (B, 3) in `order` (B, 3), as jitter_draws
     gives them (on u's device); ops with skip (3,) True are left out (a spread of 0). Returns u (image_ops.apply:
     no host sync on an accelerator)."""
-    index = torch.tensor([image_ops.NAMES.index(n) for n in JITTER_OPS], device=u.device)
-    skip = skip.to(u.device)
+    index = image_ops.on_device(_JITTER_INDEX, u.device)
+    skip = image_ops.on_device(skip, u.device)
     for slot in range(3):
         which = order[:, slot]
         op = torch.where(skip[which], -1, index[which])
@@ -64,7 +72,7 @@ class ColorJitter(StrongView):
 
     def _jitter(self, u: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
         factors, order = jitter_draws(len(u), self._spreads(), g, u.device, self.params.per_batch_compat)
-        return color_jitter_u8(u, factors, order, torch.tensor([s == 0 for s in self._spreads()]))
+        return color_jitter_u8(u, factors, order, _skipped(tuple(s == 0 for s in self._spreads())))
 
     def transform_u8(self, u: torch.Tensor, g: torch.Generator | None) -> ViewOutput | None:
         return ViewOutput(self._jitter(u.clone(), g).to(torch.float32).div_(255))

@@ -25,7 +25,7 @@ class TrainBatch:
     x_strong: torch.Tensor | None = None
     mix: MixInfo | None = None
     teacher_strong: list[torch.Tensor] | None = None
-    epoch: float = 0.0  # fractional epoch of this step, 0-based (for warm-ups)
+    epoch: float | torch.Tensor = 0.0  # fractional epoch of this step, 0-based (for warm-ups; 0-dim when captured)
 
     def views(self) -> list[torch.Tensor]:
         """[x] or [x, x']: the inputs every method trains on."""
@@ -50,8 +50,9 @@ class ViewPipeline(nn.Module):
         self.normalize = normalize
         self.strong = strong
         self.scorer: Scorer | None = None
+        # updated in place, so that a step captured as a CUDA graph keeps adding to them at every replay
         self._stat_sums: dict[str, torch.Tensor] = {}
-        self._stat_n = 0
+        self._stat_n: torch.Tensor | None = None
 
     def check(self, batch_size: int, n_teachers: int) -> None:
         """Let the strong view refuse the run's batch size or teachers (ConfigError)."""
@@ -98,13 +99,23 @@ class ViewPipeline(nn.Module):
             return
         for k, v in stats.items():
             v = v.detach().float()
-            self._stat_sums[k] = self._stat_sums[k] + v if k in self._stat_sums else v
-        self._stat_n += 1
+            if k in self._stat_sums:
+                self._stat_sums[k].add_(v)
+            else:
+                self._stat_sums[k] = v.clone()
+        if self._stat_n is None:
+            self._stat_n = torch.zeros((), device=next(iter(stats.values())).device)
+        self._stat_n.add_(1)
 
     def pop_stats(self) -> dict[str, float]:
-        """Per-epoch means of the view's statistics as host floats (one sync), then reset."""
-        out = {k: float(v) / self._stat_n for k, v in self._stat_sums.items()}
-        self._stat_sums, self._stat_n = {}, 0
+        """Per-epoch means of the view's statistics as host floats (one sync), then reset (in place)."""
+        if self._stat_n is None or not self._stat_sums:
+            return {}
+        n = float(self._stat_n)
+        out = {k: float(v) / n for k, v in self._stat_sums.items()} if n else {}
+        for v in self._stat_sums.values():
+            v.zero_()
+        self._stat_n.zero_()
         return out
 
 

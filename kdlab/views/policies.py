@@ -88,8 +88,9 @@ def signed_values(op: torch.Tensor, value: torch.Tensor, sign_draw: torch.Tensor
     """Per-sample op parameters: a random sign for signed ops (sign_draw < 0.5 → negative), 1 + v for the
     enhance factors. op ≥ 0 indexes image_ops.NAMES; entries with op < 0 are left as they are."""
     safe = op.clamp_min(0)
-    value = torch.where(image_ops.SIGNED[safe] & (sign_draw < 0.5), -value, value)
-    return torch.where(image_ops.FACTOR[safe], 1 + value, value)
+    signed, factor = (image_ops.on_device(t, safe.device) for t in (image_ops.SIGNED, image_ops.FACTOR))
+    value = torch.where(signed[safe] & (sign_draw < 0.5), -value, value)
+    return torch.where(factor[safe], 1 + value, value)
 
 
 def to_u8(x: torch.Tensor) -> torch.Tensor:
@@ -282,7 +283,7 @@ class FusedTimmRandom:
         value = torch.zeros_like(level)
         for j, name in enumerate(TIMM_SPACE):
             value = torch.where(pick == j, timm_argument(name, level, self.size), value)
-        op = self.op_index.to(pick.device)[pick]
+        op = image_ops.on_device(self.op_index, pick.device)[pick]
         signed = (op >= image_ops.GEOMETRIC.start) & (op < image_ops.GEOMETRIC.stop)
         return torch.where(signed & negative, -value, value)
 
@@ -294,7 +295,7 @@ class FusedTimmRandom:
         b, dev = u.shape[0], u.device
         k = 1 if per_batch else b
         semantics = self.semantics if fill is None else dataclasses.replace(self.semantics, fill=fill)
-        op_index = self.op_index.to(dev)
+        op_index = image_ops.on_device(self.op_index, dev)
         for _ in range(self.n):
             draws = torch.rand(4, k, generator=g, device=dev).expand(4, b).double()
             noise = torch.randn(k, generator=g, device=dev).expand(b).double()

@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 
+from kdlab.views import image_ops
 from kdlab.views.base import StrongView, ViewOutput, ViewParams, register_view, uniform
 from kdlab.views.standard import random_crop_flip
 
@@ -73,7 +74,8 @@ class Cutout(StrongView):
         cx = (uniform(b, g, x.device, pb) * w).long()
         hole = box_mask(cy - size // 2, cy + size - size // 2, cx - size // 2, cx + size - size // 2, h, w)
         if self.params.ops == "release" and self.dataset_mean is not None:
-            fill = torch.tensor(self.dataset_mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+            fill = image_ops.on_device(image_ops.fill_values(tuple(self.dataset_mean), x.dtype), x.device)
+            fill = fill.view(1, -1, 1, 1)
             return ViewOutput(torch.where(hole[:, None], fill, x))
         return ViewOutput(x.masked_fill(hole[:, None], 0.0))
 
