@@ -27,6 +27,10 @@ from kdlab.views.policies import FusedPolicy, FusedRandom
 DEVICE = torch.device(os.environ.get("KDLAB_TEST_DEVICE", "cpu"))
 
 
+# the CPU stand-in's tests; a GPU (KDLAB_TEST_DEVICE=cuda) runs the real capture instead
+stand_in = pytest.mark.skipif(DEVICE.type != "cpu", reason="the CPU stand-in for a capture")
+
+
 class RerunCapture:
     """No capture at all: every replay runs the step again (the reference)."""
 
@@ -79,6 +83,11 @@ def _run(tmp: Path, monkeypatch: pytest.MonkeyPatch, capture: object | None, ove
     cfg = load_config(None, [*digits_overrides(tmp, 2), "engine.cuda_graphs=true", f"name={name}", *overrides])
     run_dir, _ = train(cfg, log=lambda _: None)
     assert made and made[0].replays > 10  # the replays really ran (digits: 22 batches per epoch, one partial)
+    return _metrics(run_dir)
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the timings."""
     drop = ("epoch_time_s", "images_per_s")
     return [{k: v for k, v in json.loads(x).items() if k not in drop} for x in (run_dir / "metrics.jsonl").open()]
 
@@ -110,6 +119,7 @@ CASES = {
 }
 
 
+@stand_in
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_replayed_step_trains_as_the_step_itself(case, digits_teacher, tmp_path, monkeypatch, accelerator_views):
     overrides = ["student.name=resnet8", "teacher.name=resnet14", f"teacher.checkpoint={digits_teacher}",
@@ -121,7 +131,10 @@ def test_a_replayed_step_trains_as_the_step_itself(case, digits_teacher, tmp_pat
     assert replayed == rerun
 
 
-@pytest.mark.skipif(DEVICE.type != "cuda", reason="CUDA graphs need CUDA (the CPU runs the trace stand-in above)")
+@pytest.mark.skipif(
+    DEVICE.type != "cuda" or not torch.cuda.is_available(),
+    reason="CUDA graphs need CUDA (the CPU runs the trace stand-in above)",
+)
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_cuda_graph_trains_as_the_step_itself(case, digits_teacher, tmp_path, monkeypatch):
     """The real capture on a GPU against the uncaptured step on the same GPU. The same kernels run in the same
@@ -142,6 +155,7 @@ def test_a_cuda_graph_trains_as_the_step_itself(case, digits_teacher, tmp_path, 
                 assert math.isclose(got[key], value, rel_tol=1e-3, abs_tol=1e-4), (key, got[key], value)
 
 
+@stand_in
 def test_the_trace_stand_in_catches_a_frozen_learning_rate(digits_teacher, tmp_path, monkeypatch):
     """The stand-in can fail: with the learning rate a Python number (what the foreach SGD takes) the replays
     keep the traced rate, and the run differs from the uncaptured one."""
@@ -156,6 +170,7 @@ def test_the_trace_stand_in_catches_a_frozen_learning_rate(digits_teacher, tmp_p
     assert replayed[0]["train_loss"] != rerun[0]["train_loss"]
 
 
+@stand_in
 def test_a_captured_run_resumes_bitwise(digits_teacher, tmp_path, monkeypatch, accelerator_views):
     """Stopped after epoch 1 and resumed (three uncaptured steps again, then a new capture): the same numbers
     as the run that went through."""
@@ -165,12 +180,7 @@ def test_a_captured_run_resumes_bitwise(digits_teacher, tmp_path, monkeypatch, a
     full_dir, _ = train(load_config(None, [*common, "name=full"]), log=lambda _: None)
     part_dir, _ = train(load_config(None, [*common, "name=part"]), stop_after_epoch=1, log=lambda _: None)
     train(None, resume_dir=part_dir, log=lambda _: None)  # type: ignore[arg-type]
-
-    def lines(d: Path) -> list[dict]:
-        drop = ("epoch_time_s", "images_per_s")
-        return [{k: v for k, v in json.loads(x).items() if k not in drop} for x in (d / "metrics.jsonl").open()]
-
-    assert lines(full_dir) == lines(part_dir)
+    assert _metrics(full_dir) == _metrics(part_dir)
 
 
 def test_warm_up_capture_replay_and_partial_batches():
@@ -202,3 +212,27 @@ def test_cuda_graphs_on_the_cpu_is_a_clear_error(tmp_path):
     cfg = load_config(None, [*digits_overrides(tmp_path, 1), "engine.cuda_graphs=true", "engine.device=cpu"])
     with pytest.raises(ConfigError, match="needs a CUDA device"):
         train(cfg, log=lambda _: None)
+
+
+@stand_in
+@pytest.mark.parametrize("method", ["atsc", "ce", "crd", "dist", "dkd", "fitnet", "at", "sp", "rkd", "pkt", "vid",
+                                    "kd", "simkd", "ttm"])  # fmt: skip
+def test_every_method_s_step_can_be_captured(method, tmp_path, monkeypatch, accelerator_views):
+    """One step of every method (with a mixed strong view) traced: no value read to the host, no op sized by the
+    data, no tensor made from host data — what a CUDA graph capture needs."""
+    from kdlab.assembly import build_trainer
+    from kdlab.data import load_dataset
+    from kdlab.methods import Teacher, build_method
+    from kdlab.models import create_model, model_taps
+
+    cfg = load_config(None, [*digits_overrides(tmp_path, 1), f"method.name={method}", "data.batch_size=16",
+                             "views.strong=cutmix", *(["method.nce_k=64"] if method == "crd" else [])])  # fmt: skip
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    teacher = Teacher(create_model("resnet14", 10, 1), model_taps("resnet14"))
+    m = build_method(cfg.method, create_model("resnet8", 10, 1), [teacher], model_taps("resnet8"), data.image_shape)
+    trainer = build_trainer(cfg, m, data, tmp_path, torch.device("cpu"), log=lambda _: None)
+    batch = next(iter(trainer.train_loader))
+    trainer.step_fn(batch.images, batch.labels, batch.index)  # lazy set-up (momentum buffers, banks)
+    (values, _), replay = StrictTraceCapture()(lambda: trainer._train_step(batch.images, batch.labels, batch.index))
+    assert torch.equal(replay()[0].isfinite(), values.isfinite()) and values.isfinite().all()

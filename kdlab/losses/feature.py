@@ -53,15 +53,21 @@ def _pairwise_distances(e: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return d * (1 - torch.eye(len(e), device=e.device, dtype=e.dtype))
 
 
+def _mean_of_positive(d: torch.Tensor) -> torch.Tensor:
+    """Mean of the positive entries of d ≥ 0: d[d > 0].mean() without a boolean index (sized by the data: a host
+    sync on a GPU)."""
+    return d.sum() / (d > 0).sum()
+
+
 def rkd(emb_s: torch.Tensor, emb_t: torch.Tensor, w_dist: float = 25.0, w_angle: float = 50.0) -> torch.Tensor:
     """Relational KD (Park et al., CVPR 2019): w_dist·distance loss + w_angle·angle loss (smooth L1), on
     (B, D) embeddings; distances are normalised by their mean over distinct pairs."""
     s, t = emb_s.float().flatten(1), emb_t.float().flatten(1)
     with torch.no_grad():
         d_t = _pairwise_distances(t)
-        d_t = d_t / d_t[d_t > 0].mean()
+        d_t = d_t / _mean_of_positive(d_t)
     d_s = _pairwise_distances(s)
-    d_s = d_s / d_s[d_s > 0].mean()
+    d_s = d_s / _mean_of_positive(d_s)
     loss_d = F.smooth_l1_loss(d_s, d_t)
     with torch.no_grad():
         v_t = F.normalize(t[None] - t[:, None], p=2, dim=2)
