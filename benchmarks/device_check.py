@@ -10,11 +10,14 @@ OUT/profile.txt (where a step's time goes, eager and captured: what explains a m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import statistics
 import sys
 import time
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,14 +107,19 @@ def profile_steps(
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     out = []
     for label, extra in modes:
-        with kdlab_trainer(t, s, synthetic((steps + 5) * batch), batch, extra, device) as trainer:
-            trainer.train_epoch(1, max_steps=5)  # warm: allocator, kernels, capture
-            _sync(device)
-            t0 = time.perf_counter()
-            with profile(activities=activities) as prof:
-                trainer.train_epoch(1, max_steps=steps)
+        try:
+            with kdlab_trainer(t, s, synthetic((steps + 5) * batch), batch, extra, device) as trainer:
+                trainer.train_epoch(1, max_steps=5)  # warm: allocator, kernels, capture
                 _sync(device)
-            wall = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                with profile(activities=activities) as prof:
+                    trainer.train_epoch(1, max_steps=steps)
+                    _sync(device)
+                wall = time.perf_counter() - t0
+        except Exception as e:  # the other modes' profiles still count
+            traceback.print_exc()
+            out += [f"## KD {t} → {s}, {label}: failed — {type(e).__name__}: {e}", ""]
+            continue
         events = prof.key_averages()
         dev = lambda e: getattr(e, "self_device_time_total", 0.0)  # noqa: E731  (µs)
         busy = sum(dev(e) for e in events) / 1e6
@@ -125,6 +133,32 @@ def profile_steps(
             out += [f"  {e.key[:70]:70s} {key(e) / total:6.1%}  calls {e.count}" for e in top if key(e) > 0]
         out.append("")
     return "\n".join(out) + "\n"
+
+
+class Table:
+    """The throughput table, written out after every section (a run cut short by its time limit still leaves
+    what it measured); a section that fails becomes a row with its error, and the check goes on."""
+
+    def __init__(self, out: Path, facts: dict[str, Any], head: str):
+        self.out, self.facts, self.head = out, facts, head
+        self.rows = ["| measurement | plain PyTorch | kdlab | ratio | target | met |", "|---|---|---|---|---|---|"]
+
+    @contextlib.contextmanager
+    def section(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as e:  # one failed measurement must not lose the others
+            traceback.print_exc()
+            self.rows.append(
+                f"| {what}: failed — {type(e).__name__}: {str(e).splitlines()[0][:150]} | – | – | – | – | – |"
+            )
+            self.facts.setdefault("failed", []).append(what)
+        self.write()
+
+    def write(self) -> None:
+        table = self.head + "\n".join(self.rows) + "\n"
+        (self.out / "throughput.md").write_text(table)
+        (self.out / "throughput.json").write_text(json.dumps(self.facts, indent=1))
 
 
 def main() -> None:
@@ -143,64 +177,68 @@ def main() -> None:
     batch, steps, repeats = (16, 2, 1) if args.smoke else (64, 200, 3)
     pairs = [("resnet8", "resnet8", None)] if args.smoke else KD_PAIRS
     jobs = [1, 2] if args.smoke else [int(j) for j in args.jobs.split(",")]
-    rows, facts = [], {"device": str(device), "batch": batch, "steps": steps, "smoke": args.smoke}
+    facts: dict[str, Any] = {"device": str(device), "batch": batch, "steps": steps, "smoke": args.smoke}
     if device.type == "cuda":
         facts["gpu"] = torch.cuda.get_device_name(device)
-    rows.append("| measurement | plain PyTorch | kdlab | ratio | target | met |")
-    rows.append("|---|---|---|---|---|---|")
+    head = f"# Device check: {facts.get('gpu', device)}, batch {batch}, {steps} steps per measurement\n\n"
+    table = Table(out, facts, head)
+    rows = table.rows
     modes = MODES if device.type == "cuda" else MODES[:2]  # a CUDA graph needs CUDA
     for t, s, target in pairs:
-        plain_loop(t, s, synthetic(2 * batch), batch, device)
-        plain = statistics.median(plain_loop(t, s, synthetic(steps * batch), batch, device) for _ in range(repeats))
-        rates = {
-            label: statistics.median(_rate(t, s, steps, batch, extra, device) for _ in range(repeats))
-            for label, extra in modes
-        }
-        ours = rates["fp32"]
-        best_label, best = max(rates.items(), key=lambda item: item[1])
-        met = "-" if target is None else ("yes" if best >= target else f"no ({best / target:.2f}× the target)")
-        rows.append(f"| KD {t} → {s}, img/s | {plain:.0f} | {ours:.0f} | {ours / plain:.3f} | "
-                    f"{'-' if target is None else f'≥ {target}'} | {met}, best: {best_label} |")  # fmt: skip
-        for label, rate in list(rates.items())[1:]:
-            rows.append(f"| same, {label}, img/s | – | {rate:.0f} | {rate / ours:.3f}× fp32 | – | – |")
-        facts[f"kd_{t}_{s}"] = {"plain": plain, **rates}
+        with table.section(f"KD {t} → {s}"):
+            plain_loop(t, s, synthetic(2 * batch), batch, device)
+            plain = statistics.median(plain_loop(t, s, synthetic(steps * batch), batch, device) for _ in range(repeats))
+            rates: dict[str, float] = {}
+            for label, extra in modes:
+                with table.section(f"KD {t} → {s}, {label}"):
+                    rates[label] = statistics.median(_rate(t, s, steps, batch, extra, device) for _ in range(repeats))
+            ours = rates["fp32"]
+            best_label, best = max(rates.items(), key=lambda item: item[1])
+            met = "-" if target is None else ("yes" if best >= target else f"no ({best / target:.2f}× the target)")
+            rows.append(f"| KD {t} → {s}, img/s | {plain:.0f} | {ours:.0f} | {ours / plain:.3f} | "
+                        f"{'-' if target is None else f'≥ {target}'} | {met}, best: {best_label} |")  # fmt: skip
+            for label, rate in list(rates.items())[1:]:
+                rows.append(f"| same, {label}, img/s | – | {rate:.0f} | {rate / ours:.3f}× fp32 | – | – |")
+            facts[f"kd_{t}_{s}"] = {"plain": plain, **rates}
     t, s, _ = pairs[0]
     if not args.smoke and not args.no_compile:
         for mode in ("default", "reduce-overhead"):
-            extra = ["engine.compile=true", f"engine.compile_mode={mode}"]
-            rate = statistics.median(_rate(t, s, steps, batch, extra, device) for _ in range(repeats))
-            base = facts[f"kd_{t}_{s}"]["fp32"]
-            rows.append(
-                f"| KD {t} → {s}, torch.compile {mode}, img/s | – | {rate:.0f} | {rate / base:.3f}× eager | – | – |"
-            )
-            facts[f"compile_{mode}"] = rate
+            with table.section(f"KD {t} → {s}, torch.compile {mode}"):
+                extra = ["engine.compile=true", f"engine.compile_mode={mode}"]
+                rate = statistics.median(_rate(t, s, steps, batch, extra, device) for _ in range(repeats))
+                base = facts[f"kd_{t}_{s}"]["fp32"]
+                rows.append(
+                    f"| KD {t} → {s}, torch.compile {mode}, img/s | – | {rate:.0f} | {rate / base:.3f}× eager | – | – |"
+                )
+                facts[f"compile_{mode}"] = rate
     for what, measured, reference, limit in RELATIVE:
-        extra = ["method.nce_k=16"] if args.smoke and "method.name=crd" in measured else []
-        ref = statistics.median(_rate(t, s, steps, batch, reference, device) for _ in range(repeats))
-        new = statistics.median(_rate(t, s, steps, batch, measured + extra, device) for _ in range(repeats))
-        cost = ref / new  # time per step relative to the reference step
-        met = "yes" if cost <= limit else f"no ({cost / limit:.2f}× the limit)"
-        rows.append(f"| {what}: step time | – | {cost:.2f}× | – | ≤ {limit}× | {met} |")
-        facts[what] = cost
+        with table.section(what):
+            extra = ["method.nce_k=16"] if args.smoke and "method.name=crd" in measured else []
+            ref = statistics.median(_rate(t, s, steps, batch, reference, device) for _ in range(repeats))
+            new = statistics.median(_rate(t, s, steps, batch, measured + extra, device) for _ in range(repeats))
+            cost = ref / new  # time per step relative to the reference step
+            met = "yes" if cost <= limit else f"no ({cost / limit:.2f}× the limit)"
+            rows.append(f"| {what}: step time | – | {cost:.2f}× | – | ≤ {limit}× | {met} |")
+            facts[what] = cost
     one = None
     for n in jobs:
-        agg = concurrent(t, s, n, steps, batch, args.device)
-        one = one or agg
-        target = "≥ 4× one run" if n == 8 else "–"
-        met = ("yes" if agg >= 4 * one else "no") if n == 8 else "–"
-        rows.append(
-            f"| {n} concurrent runs: aggregate img/s | – | {agg:.0f} | {agg / one:.2f}× one run | {target} | {met} |"
-        )
-        facts[f"jobs_{n}"] = agg
+        with table.section(f"{n} concurrent runs"):
+            agg = concurrent(t, s, n, steps, batch, args.device)
+            one = one or agg
+            target = "≥ 4× one run" if n == 8 else "–"
+            met = ("yes" if agg >= 4 * one else "no") if n == 8 else "–"
+            ratio = f"{agg / one:.2f}× one run"
+            rows.append(f"| {n} concurrent runs: aggregate img/s | – | {agg:.0f} | {ratio} | {target} | {met} |")
+            facts[f"jobs_{n}"] = agg
     if args.data:
-        rows += end_to_end(args.data, args.device, args.epochs, out, facts)
-    profiled = [m for m in modes if m[0] in ("fp32", "CUDA graphs + bf16 + channels_last")]
-    (out / "profile.txt").write_text(profile_steps(t, s, batch, 3 if args.smoke else 20, profiled, device))
-    table = "\n".join(rows) + "\n"
-    head = f"# Device check: {facts.get('gpu', device)}, batch {batch}, {steps} steps per measurement\n\n"
-    (out / "throughput.md").write_text(head + table)
-    (out / "throughput.json").write_text(json.dumps(facts, indent=1))
-    print(head + table)
+        with table.section("end to end"):
+            rows += end_to_end(args.data, args.device, args.epochs, out, facts)
+    with table.section("profile"):
+        profiled = [m for m in modes if m[0] in ("fp32", "CUDA graphs + bf16 + channels_last")]
+        (out / "profile.txt").write_text(profile_steps(t, s, batch, 3 if args.smoke else 20, profiled, device))
+    print(head + "\n".join(rows))
+    if facts.get("failed"):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,11 @@ class CudaGraphCapture:
 
     def __call__(self, fn: Callable[[], StepOutput]) -> tuple[StepOutput, Callable[[], StepOutput]]:
         graph = torch.cuda.CUDAGraph()
+        if self.generators and not hasattr(graph, "register_generator_state"):
+            raise ConfigError(
+                f"engine.cuda_graphs needs PyTorch ≥ 2.5 (a graph drawing from the run's own generators); "
+                f"this is {torch.__version__}"
+            )
         for g in self.generators:
             graph.register_generator_state(g)
         with torch.cuda.device(self.device), torch.cuda.graph(graph):
