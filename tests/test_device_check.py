@@ -29,3 +29,16 @@ def test_gpu_check_runs_in_cpu_smoke_mode(tmp_path):
     assert facts["kd_resnet8_resnet8"]["fp32"] > 0 and facts["jobs_2"] > 0
     assert " passed" in (tmp_path / "tests.txt").read_text()
     assert "ms per step" in (tmp_path / "profile.txt").read_text()
+
+
+def test_the_crd_protocol_script_runs_a_shortened_schedule(tmp_path):
+    """benchmarks/crd_protocol_gpu.sh (teacher, then KD, then the table) on digits for one epoch, eager fp32."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MODE": "", "DATA": "digits"}
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "crd_protocol_gpu.sh"), "1", str(tmp_path)],
+        capture_output=True, text=True, timeout=900, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = (tmp_path / "crd_protocol.md").read_text()
+    assert "a shorter schedule" in table and "| teacher | " in table and "| kd | " in table
+    assert "did not finish" not in table
