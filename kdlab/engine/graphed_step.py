@@ -19,7 +19,7 @@ size (an epoch's last, partial batch) runs uncaptured."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import torch
@@ -114,9 +114,10 @@ def _keep(into: list[StepOutput], out: StepOutput) -> StepOutput:
     return out
 
 
-def _unique(gens: object) -> list[torch.Generator]:
+def _unique(gens: Iterable[torch.Generator]) -> list[torch.Generator]:
+    """The generators without repeats (the run's view and sample-order streams are one object in one process)."""
     out: list[torch.Generator] = []
-    for g in gens:  # type: ignore[attr-defined]
+    for g in gens:
         if all(g is not h for h in out):
             out.append(g)
     return out
