@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -31,6 +32,12 @@ def shared_data() -> Path:
 # engine.report=false: the HTML report is tested on its own (test_diagnostics); 1–2 s saved per training run.
 DIGITS = ["data.dataset=digits", "data.crop_padding=1", "data.flip=false", "engine.progress=false",
           "engine.report=false"]  # fmt: skip
+
+
+def metrics_without_timing(run_dir: Path) -> list[dict]:
+    """A run's metrics.jsonl, one dict per epoch, without the wall-clock fields (what two runs can share)."""
+    drop = ("epoch_time_s", "images_per_s")
+    return [{k: v for k, v in json.loads(x).items() if k not in drop} for x in (run_dir / "metrics.jsonl").open()]
 
 
 def digits_overrides(tmp: Path, epochs: int, **extra: object) -> list[str]:

@@ -6,7 +6,6 @@ On a GPU (KDLAB_TEST_DEVICE=cuda, benchmarks/gpu_check.sh) the same runs are cap
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import digits_overrides
+from conftest import digits_overrides, metrics_without_timing
 
 import kdlab.engine.trainer as trainer_module
 from kdlab.config import load_config
@@ -83,13 +82,7 @@ def _run(tmp: Path, monkeypatch: pytest.MonkeyPatch, capture: object | None, ove
     cfg = load_config(None, [*digits_overrides(tmp, 1), "engine.cuda_graphs=true", f"name={name}", *overrides])
     run_dir, _ = train(cfg, log=lambda _: None)
     assert made and made[0].replays > 10  # the replays really ran (digits: 22 batches, the last partial)
-    return _metrics(run_dir)
-
-
-def _metrics(run_dir: Path) -> list[dict]:
-    """metrics.jsonl without the timings."""
-    drop = ("epoch_time_s", "images_per_s")
-    return [{k: v for k, v in json.loads(x).items() if k not in drop} for x in (run_dir / "metrics.jsonl").open()]
+    return metrics_without_timing(run_dir)
 
 
 CASES = {
@@ -180,7 +173,7 @@ def test_a_captured_run_resumes_bitwise(digits_teacher, tmp_path, monkeypatch, a
     full_dir, _ = train(load_config(None, [*common, "name=full"]), log=lambda _: None)
     part_dir, _ = train(load_config(None, [*common, "name=part"]), stop_after_epoch=1, log=lambda _: None)
     train(None, resume_dir=part_dir, log=lambda _: None)  # type: ignore[arg-type]
-    assert _metrics(full_dir) == _metrics(part_dir)
+    assert metrics_without_timing(full_dir) == metrics_without_timing(part_dir)
 
 
 def test_warm_up_capture_replay_and_partial_batches():

@@ -44,16 +44,15 @@ def on_device(table: torch.Tensor, device: torch.device) -> torch.Tensor:
     return _DEVICE_COPIES[key][1]
 
 
-@functools.cache
-def fill_values(fill: tuple[float, ...], dtype: torch.dtype) -> torch.Tensor:
-    """A per-channel fill (C,) as a host tensor, one per (fill, dtype): for on_device."""
-    return torch.tensor(fill, dtype=dtype)
+def device_values(values: Sequence[float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Constant `values` (n,) as a tensor of `dtype` on `device`, made once per (values, dtype, device) and kept
+    (shared: do not modify): a per-channel fill, a view's fixed parameters."""
+    return on_device(_host_values(tuple(values), dtype), device)
 
 
 @functools.cache
-def _luma(device: torch.device) -> torch.Tensor:
-    """_LUMA on device, (1, 3, 1, 1) float32 (shared: do not modify)."""
-    return _LUMA.to(device)
+def _host_values(values: tuple[float, ...], dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(values, dtype=dtype)
 
 
 @functools.cache
@@ -73,7 +72,7 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
     >> 16, exact, float32 (N, 1, H, W); a one-channel x is its own grey."""
     if x.shape[1] == 1:
         return x
-    return (x * _luma(x.device)).sum(1, keepdim=True).add_(0.5).floor_()
+    return (x * on_device(_LUMA, x.device)).sum(1, keepdim=True).add_(0.5).floor_()
 
 
 def _blend(degenerate: torch.Tensor, image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -277,7 +276,7 @@ def _framed(u: torch.Tensor, fill: Fill) -> torch.Tensor:
     if isinstance(fill, int):
         return F.pad(u, (1, 1, 1, 1), value=fill)
     framed = F.pad(u, (1, 1, 1, 1))
-    value = on_device(fill_values(tuple(fill), u.dtype), u.device)
+    value = device_values(fill, u.dtype, u.device)
     if len(fill) != u.shape[1]:  # e.g. an RGB mean on grey images: their grey level
         value = value.float().mean().round().to(u.dtype).expand(u.shape[1])
     for edge in (framed[:, :, 0], framed[:, :, -1]):  # (N, C, W + 2)

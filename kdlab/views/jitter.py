@@ -5,7 +5,6 @@ Contrast, Color) on the 8-bit values. Hue is not offered: the presets it serves 
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -17,12 +16,6 @@ from kdlab.views.policies import to_u8
 
 JITTER_OPS = ("brightness", "contrast", "color")  # ImageEnhance.Color is torchvision's adjust_saturation on PIL
 _JITTER_INDEX = torch.tensor([image_ops.NAMES.index(n) for n in JITTER_OPS])
-
-
-@functools.cache
-def _skipped(skip: tuple[bool, ...]) -> torch.Tensor:
-    """(3,) bool host tensor, one per pattern (for image_ops.on_device)."""
-    return torch.tensor(skip)
 
 
 @dataclass
@@ -40,7 +33,7 @@ def jitter_draws(
     JITTER_OPS) applied j-th."""
     k = 1 if per_batch else n
     draws = torch.rand(2, k, 3, generator=g, device=device).expand(2, n, 3).double()
-    s = image_ops.on_device(image_ops.fill_values(tuple(spreads), torch.float64), device)
+    s = image_ops.device_values(spreads, torch.float64, device)
     lo = (1.0 - s).clamp_min(0.0)
     factors = lo + draws[0] * (1.0 + s - lo)
     return factors, torch.argsort(draws[1], dim=1, stable=True)
@@ -72,7 +65,8 @@ class ColorJitter(StrongView):
 
     def _jitter(self, u: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
         factors, order = jitter_draws(len(u), self._spreads(), g, u.device, self.params.per_batch_compat)
-        return color_jitter_u8(u, factors, order, _skipped(tuple(s == 0 for s in self._spreads())))
+        skip = image_ops.device_values([s == 0 for s in self._spreads()], torch.bool, u.device)
+        return color_jitter_u8(u, factors, order, skip)
 
     def transform_u8(self, u: torch.Tensor, g: torch.Generator | None) -> ViewOutput | None:
         return ViewOutput(self._jitter(u.clone(), g).to(torch.float32).div_(255))

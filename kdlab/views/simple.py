@@ -74,8 +74,7 @@ class Cutout(StrongView):
         cx = (uniform(b, g, x.device, pb) * w).long()
         hole = box_mask(cy - size // 2, cy + size - size // 2, cx - size // 2, cx + size - size // 2, h, w)
         if self.params.ops == "release" and self.dataset_mean is not None:
-            fill = image_ops.on_device(image_ops.fill_values(tuple(self.dataset_mean), x.dtype), x.device)
-            fill = fill.view(1, -1, 1, 1)
+            fill = image_ops.device_values(self.dataset_mean, x.dtype, x.device).view(1, -1, 1, 1)
             return ViewOutput(torch.where(hole[:, None], fill, x))
         return ViewOutput(x.masked_fill(hole[:, None], 0.0))
 
