@@ -4,6 +4,7 @@
     .venv/bin/python experiments/tables.py atsc runs/c100      # ATSC: KD, SimKD, ATSC variants
     .venv/bin/python experiments/tables.py ensemble runs/c100-ens   # ensemble KD (Guo et al.), from the sweeps
     .venv/bin/python experiments/tables.py tstddev runs/c100-tstddev  # T. stddev vs the students' test loss
+    .venv/bin/python experiments/tables.py methods_table runs/c100-methods  # every method, one protocol
 
 Cells are mean ± sample std over the seeds found (the count is given); a missing run is "–". DIR may be a
 runs folder or its archive (experiments/archive.py). An `earlier.json` in DIR supplies runs whose folders were
@@ -200,7 +201,54 @@ def tstddev_table(root: Path) -> str:
     return "\n".join(lines)
 
 
+# cifar100_methods_table.sh: (sweep folder, grid filter, row label); the rows in the table's order
+FAMILIES = {"logit": ["kd", "dkd", "dist", "ttm", "wttm", "ctkd", "mlkd"],
+            "feature": ["fitnet", "at", "sp", "rkd", "pkt", "vid", "nst", "kdsvd", "ofd", "reviewkd", "crd"],
+            "shared head": ["simkd", "atsc"]}  # fmt: skip
+
+
+def every_method_table(root: Path) -> str:
+    """Every method of cifar100_methods_table.sh's three sweeps: best and last-epoch test accuracy, mean ± std over
+    the seeds (their count), sorted within each family by the mean best accuracy."""
+    from kdlab.commands.sweep import Sweep
+
+    rows: dict[str, list[dict]] = {}
+    for folder in ("methods", "ls", "dot"):
+        if not (root / folder / "sweep.json").is_file():
+            continue
+        for r in Sweep(root / folder).rows():
+            if r["state"] != "finished":
+                continue
+            label = str(r["method.name"])
+            if folder == "ls":
+                label += " + logit standardisation"
+            elif folder == "dot":
+                label += " + DOT"
+            rows.setdefault(label, []).append(r)
+
+    def stat(members: list[dict], key: str) -> str:
+        vals = [float(m[key]) for m in members if isinstance(m.get(key), int | float)]
+        if len(vals) < 2:
+            return f"{vals[0]:.2f} (1)" if vals else "–"
+        return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
+
+    def mean_best(label: str) -> float:
+        return statistics.mean(float(m["best_test_acc"]) for m in rows[label])
+
+    lines = ["| family | method | best test acc (%) | last-epoch test acc (%) | seeds |", "|---|---|---|---|---|"]
+    for family, names in [("baseline", ["ce"]), *FAMILIES.items()]:
+        labels = [lb for lb in rows if lb.split(" + ")[0] in names]
+        for label in sorted(labels, key=mean_best, reverse=True):
+            members = rows[label]
+            lines.append(
+                f"| {family} | {label} | {stat(members, 'best_test_acc')} | {stat(members, 'last_epoch_test_acc')} "
+                f"| {len(members)} |"
+            )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     kind, root = sys.argv[1], Path(sys.argv[2] if len(sys.argv) > 2 else "runs/c100")
-    tables = {"methods": methods_table, "atsc": atsc_table, "ensemble": ensemble_table, "tstddev": tstddev_table}
+    tables = {"methods": methods_table, "atsc": atsc_table, "ensemble": ensemble_table, "tstddev": tstddev_table,
+              "methods_table": every_method_table}  # fmt: skip
     print(tables[kind](root))

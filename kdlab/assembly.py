@@ -13,6 +13,7 @@ from kdlab.config import RunConfig
 from kdlab.data import ImageDataset, make_loader
 from kdlab.engine import LRSchedule, Trainer, TrainingParts
 from kdlab.engine.distributed import Distributed
+from kdlab.engine.dot import DistillationOrientedSGD
 from kdlab.errors import ConfigError
 from kdlab.methods.base import Distiller
 from kdlab.views import ViewPipeline, build_pipeline
@@ -68,6 +69,11 @@ def build_parts(
     """Views (a scoring view gets the method's scorer), loaders, random streams, SGD and its schedule."""
     views = views_for(cfg, data).to(device)
     views.check(cfg.data.batch_size, len(method.teachers))
+    if method.needs_strong_view and views.strong is None:
+        raise ConfigError(
+            f"method {cfg.method['name']!r} trains on a weak and a strong view: set views.strong "
+            "(its release: views.strong=randaugment)"
+        )
     if views.needs_scores:
         views.attach_scorer(method.score_candidates)
     generator = torch.Generator(device=device)  # the sample order: the same in every process
@@ -89,10 +95,19 @@ def build_parts(
     o = cfg.optim
     # captured as a CUDA graph, the step needs an SGD that reads its learning rate from a tensor on the device
     # without a host sync: the fused one (the foreach one takes it as a Python number)
-    optimizer = torch.optim.SGD(
-        method.param_groups(), lr=lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov,
-        fused=True if cfg.engine.cuda_graphs else None,
-    )  # fmt: skip
+    optimizer: torch.optim.Optimizer
+    if o.name == "dot":
+        if cfg.engine.cuda_graphs or cfg.engine.compile or dist.active:
+            raise ConfigError(
+                "optim.name=dot runs two backward passes and its own update per step: "
+                "not with engine.cuda_graphs, engine.compile or torchrun"
+            )
+        optimizer = DistillationOrientedSGD(method.param_groups(), lr, o.momentum, o.dot_delta, o.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(
+            method.param_groups(), lr=lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov,
+            fused=True if cfg.engine.cuda_graphs else None,
+        )  # fmt: skip
     if dist.active:  # every optimiser step (ATSC's bias step too) first averages gradients
         optimizer.register_step_pre_hook(lambda opt, *_: dist.average_gradients(opt))
     sched = cfg.schedule

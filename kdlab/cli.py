@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="every config key (type, default, meaning); the shipped recipes; a resolved one")
     p.add_argument("--list", action="store_true", help="the recipes shipped with kdlab (usable as --config)")
     p.add_argument(
+        "--method-defaults",
+        action="store_true",
+        help="the per-pair method defaults of the CIFAR-100 pair recipes (the releases' values), as a markdown table",
+    )
+    p.add_argument(
         "--show", metavar="CONFIG", help="print this recipe resolved with the overrides, every default filled in"
     )
     p.add_argument("overrides", nargs="*", metavar="key.sub=value")
@@ -317,14 +322,23 @@ def _config(args: argparse.Namespace) -> int:
         for path in recipes():
             print(path)
         return 0
+    if args.method_defaults:
+        from kdlab.commands.config_keys import method_defaults_table
+
+        print(method_defaults_table(), end="")
+        return 0
     if args.show or args.overrides:
         import yaml
 
         from kdlab.config import load_config
+        from kdlab.methods.base import resolve_method_params
         from kdlab.typed_config import to_dict
 
         cfg = load_config(args.show, args.overrides, notice=lambda m: print(f"note: {m}", file=sys.stderr))
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        resolved = to_dict(cfg)
+        name, params = resolve_method_params(cfg.method)  # every parameter of the method, defaults included
+        resolved["method"] = {"name": name, **to_dict(params)}
+        print(yaml.safe_dump(resolved, sort_keys=False), end="")
         return 0
     rows = [list(r) for r in config_keys()]
     console.print(table("config keys (set with key=value, or in a YAML file given as --config)",

@@ -131,8 +131,12 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """SGD. The CRD CIFAR-100 protocol: lr 0.05, momentum 0.9, weight decay 5e-4."""
+    """SGD (or DOT). The CRD CIFAR-100 protocol: lr 0.05, momentum 0.9, weight decay 5e-4."""
 
+    # sgd | dot: SGD with separate momenta for the task (CE) and distillation gradients, momentum ∓ dot_delta
+    # (Zhao et al., "DOT: A Distillation-Oriented Trainer", ICCV 2023; mdistiller engine/dot.py)
+    name: Literal["sgd", "dot"] = "sgd"
+    dot_delta: float = bounded(0.075, ge=0)  # DOT's δ (the release's 0.075 on every CIFAR-100 pair it published)
     lr: float = bounded(0.05, gt=0)  # SGD learning rate (the CRD protocol: 0.05)
     momentum: float = bounded(0.9, ge=0)  # SGD momentum
     weight_decay: float = bounded(5e-4, ge=0)  # L2 weight decay
@@ -140,6 +144,12 @@ class OptimConfig:
     # If set, `lr` is the rate for a global batch of lr_ref_batch images and is scaled linearly to
     # data.batch_size (the global batch, whatever the number of processes).
     lr_ref_batch: int | None = bounded(None, ge=1)
+
+    def __post_init__(self) -> None:
+        if self.name == "dot" and self.dot_delta > self.momentum:
+            raise ConfigError(f"optim.dot_delta={self.dot_delta} must not exceed optim.momentum={self.momentum}")
+        if self.name == "dot" and self.nesterov:
+            raise ConfigError("optim.name=dot has no Nesterov variant: set optim.nesterov=false")
 
 
 @dataclass
@@ -224,6 +234,11 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    # Per-method defaults for this teacher → student pair (on the CIFAR-100 pairs: what each method's release published
+    # for it): method name (or NAME/logit_standardize for its logit-standardised variant) → {parameter: value,
+    # optim.lr: value, source: where the values come from}. Used when method.name names one, under every key set
+    # explicitly (apply_method_defaults).
+    method_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:  # rules across sections
         if not isinstance(self.method.get("name"), str):
@@ -240,9 +255,59 @@ def load_config(
     data = read_config_file(resolve_config_path(path)) if path is not None else {}
     overrides = list(overrides or [])
     apply_method_override(data, overrides, notice or (lambda _: None))
+    apply_method_defaults(data, overrides, notice or (lambda _: None))
     apply_overrides(data, overrides)
     cfg: RunConfig = from_dict(RunConfig, data)
     return cfg
+
+
+def method_defaults_key(method: dict[str, Any]) -> str:
+    """The `method_defaults` entry a method section uses: its name, or NAME/logit_standardize when it z-scores
+    logits."""
+    standardized = method.get("logit_standardize") in (True, "true", "True", 1)
+    return f"{method['name']}/logit_standardize" if standardized else str(method["name"])
+
+
+def apply_method_defaults(data: dict[str, Any], overrides: list[str], notice: Callable[[str], None]) -> None:
+    """Fill in the pair's defaults for the method being run (`method_defaults.<key>`, see RunConfig.method_defaults):
+    a method key only where neither the file's method section nor the command line sets it, a dotted key
+    (`optim.lr`) only where the command line does not set it. Tells `notice` what it set and from where."""
+    from kdlab.typed_config import parse_override
+
+    table = data.get("method_defaults") or {}
+    if not isinstance(table, dict) or not table:
+        return
+    method = dict(data.get("method") or {})
+    given = {tuple(k): v for k, v in map(parse_override, overrides)}
+    method.update({k[1]: v for k, v in given.items() if len(k) == 2 and k[0] == "method"})
+    if not isinstance(method.get("name"), str):
+        return
+    key = method_defaults_key(method)
+    recipe = table.get(key)
+    if recipe is None:
+        return
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"method_defaults.{key} must be a mapping of parameter → value")
+    applied = []
+    for name, value in recipe.items():
+        if name == "source":
+            continue
+        path = name.split(".")
+        if len(path) == 1:
+            if name in method:
+                continue
+            data.setdefault("method", {})[name] = value
+        else:
+            if tuple(path) in given:
+                continue
+            node = data
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = value
+        applied.append(f"{name}={value}")
+    if applied:
+        source = recipe.get("source", "the config's method_defaults")
+        notice(f"method {key}: {', '.join(applied)} from this pair's method_defaults ({source})")
 
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"  # the recipes, shipped inside the package

@@ -127,10 +127,13 @@ def test_switching_the_method_on_the_command_line_drops_the_old_methods_keys():
     notices: list[str] = []
     cfg = load_config(pair, ["method.kd_weight=0.5"], notice=notices.append)
     assert cfg.method == {"name": "kd", "kd_weight": 0.5} and not notices
+    cfg = load_config(pair, ["method.ce_weight=0.7", "method.name=dist"], notice=notices.append)
+    assert cfg.method == {"name": "dist", "ce_weight": 0.7}  # overrides on the line still apply
+    cfg = load_config(pair, ["method.name=dist"], notice=notices.append)
+    assert cfg.method == {"name": "dist"} and notices == []  # the pair file names only the method: nothing dropped
     cfg = load_config(pair, ["method.ce_weight=0.7", "method.name=dkd"], notice=notices.append)
-    assert cfg.method == {"name": "dkd", "ce_weight": 0.7}  # overrides on the line still apply
-    cfg = load_config(pair, ["method.name=dkd"], notice=notices.append)
-    assert cfg.method == {"name": "dkd"} and notices == []  # the pair file names only the method: nothing dropped
+    assert cfg.method == {"name": "dkd", "ce_weight": 0.7, "beta": 2.0}  # + this pair's published β (mdistiller)
+    assert len(notices) == 1 and "method_defaults" in notices.pop()
     with_keys = Path(__file__).parents[1] / "configs" / "cifar100" / "ensemble" / "kd_ensemble3_ResNet50_ResNet18.yaml"
     cfg = load_config(with_keys, ["method.name=dist"], notice=notices.append)
     assert cfg.method == {"name": "dist"}
@@ -138,7 +141,8 @@ def test_switching_the_method_on_the_command_line_drops_the_old_methods_keys():
 
 
 def test_every_method_runs_on_every_cifar100_pair_by_one_override():
-    """The methods × pairs recipes of the CRD benchmark: a pair file + method.name=NAME, the method's defaults."""
+    """The methods × pairs recipes of the CRD benchmark: a pair file + method.name=NAME, the method's defaults with
+    the pair's published method_defaults (docs/method_defaults.md) over them."""
     from pathlib import Path
 
     from kdlab.methods import METHODS
@@ -151,7 +155,9 @@ def test_every_method_runs_on_every_cifar100_pair_by_one_override():
             cfg = load_config(pair, [f"method.name={name}"])
             assert cfg.teacher is not None and cfg.schedule.milestones == [150, 180, 210]
             resolved, params = resolve_method_params(cfg.method)
-            assert resolved == name and params == METHODS.get(name).cls.Params()
+            published = cfg.method_defaults.get(name, {})
+            expected = {k: v for k, v in published.items() if "." not in k and k != "source"}
+            assert resolved == name and params == METHODS.get(name).cls.Params(**expected)
 
 
 def test_ranges_are_declared_where_the_parameter_lives():

@@ -20,6 +20,8 @@ FEATURE_AND_LOGIT = ["dkd", "dist", "fitnet", "at", "sp", "rkd", "pkt", "vid", "
 
 def _cfg(tmp_path, teacher, method, epochs=2, *extra):
     crd = ["method.nce_k=256"] if method == "crd" else []  # digits has 1,348 training images
+    if METHODS.get(method).cls.needs_strong_view and not any(e.startswith("views.strong=") for e in extra):
+        extra = (*extra, "views.strong=randaugment")  # MLKD's release trains on weak + RandAugment views
     return load_config(
         None,
         [*digits_overrides(tmp_path, epochs), f"method.name={method}", "student.name=resnet8",

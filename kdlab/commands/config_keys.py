@@ -68,3 +68,18 @@ def config_keys(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str,
 def recipes() -> list[str]:
     """The recipes shipped with kdlab, as `configs/…` paths (`--config` finds them from any folder)."""
     return sorted(f"configs/{p.relative_to(PACKAGED_CONFIGS)}" for p in Path(PACKAGED_CONFIGS).rglob("*.yaml"))
+
+
+def method_defaults_table(folder: str = "cifar100") -> str:
+    """A markdown table of every shipped pair file's `method_defaults` under configs/<folder>/ (the kd_<pair>.yaml
+    files): one row per pair and method entry with its values and their source — docs/method_defaults.md."""
+    from kdlab.typed_config import read_config_file
+
+    rows = ["| pair (teacher → student) | method | values | source |", "|---|---|---|---|"]
+    for path in sorted((Path(PACKAGED_CONFIGS) / folder).glob("kd_*.yaml")):
+        data = read_config_file(path)
+        pair = f"{data['teacher']['name']} → {data['student']['name']}"
+        for method, values in (data.get("method_defaults") or {}).items():
+            shown = ", ".join(f"{k}={v}" for k, v in values.items() if k != "source")
+            rows.append(f"| {pair} | {method} | {shown} | {values.get('source', '')} |")
+    return "\n".join(rows) + "\n"

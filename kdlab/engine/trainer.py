@@ -187,7 +187,11 @@ class Trainer:
         values = torch.stack([t.float() for t in terms.values()])
         loss = values.sum()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        backward_terms = getattr(self.optimizer, "backward_terms", None)  # an optimiser that splits the loss (DOT)
+        if backward_terms is not None:
+            backward_terms(terms)
+        else:
+            loss.backward()
         self.term_names = list(terms)
         if self.skip_nonfinite and self.dist.any(~torch.isfinite(values).all()):  # host sync: only in skip mode
             self.optimizer.zero_grad(set_to_none=True)

@@ -1,22 +1,57 @@
 """Distillation losses as pure functions: tensors in, scalar out (float32)."""
 
-from kdlab.losses.feature import align_spatial, at, attention_map, fitnet, pkt, rkd, sp, vid
-from kdlab.losses.logit import cross_entropy, dist, dkd, dkd_parts, kd, logit_mse, logit_standardize
+from kdlab.losses.feature import (
+    align_spatial,
+    at,
+    attention_map,
+    fitnet,
+    hierarchical_context_loss,
+    kdsvd,
+    nst,
+    ofd,
+    ofd_margin,
+    pkt,
+    rkd,
+    sp,
+    vid,
+)
+from kdlab.losses.logit import (
+    batch_correlation,
+    below_median_fraction,
+    class_correlation,
+    cross_entropy,
+    dist,
+    dkd,
+    dkd_parts,
+    kd,
+    logit_mse,
+    logit_standardize,
+    wttm,
+)
 
 __all__ = [
     "align_spatial",
     "at",
     "attention_map",
+    "batch_correlation",
+    "below_median_fraction",
+    "class_correlation",
     "cross_entropy",
     "dist",
     "dkd",
     "dkd_parts",
     "fitnet",
+    "hierarchical_context_loss",
     "kd",
+    "kdsvd",
     "logit_mse",
     "logit_standardize",
+    "nst",
+    "ofd",
+    "ofd_margin",
     "pkt",
     "rkd",
     "sp",
     "vid",
+    "wttm",
 ]

@@ -5,6 +5,8 @@ size, the caller aligns them (`align_spatial`)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -96,3 +98,106 @@ def vid(pred_mean: torch.Tensor, pred_var: torch.Tensor, f_t: torch.Tensor) -> t
     ½·((f_t − μ)² / σ² + log σ²). pred_mean μ (B, C, H, W), pred_var σ² (C,) > 0 per channel, f_t like μ."""
     var = pred_var.float().view(1, -1, 1, 1)
     return (0.5 * ((f_t.float() - pred_mean.float()).pow(2) / var + var.log())).mean()
+
+
+def _poly_kernel_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean over batch and channel pairs of (⟨a_i, b_j⟩)²: a (B, C_a, N), b (B, C_b, N) → scalar."""
+    return (b @ a.transpose(1, 2)).pow(2).mean()
+
+
+def nst(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+    """NST (Huang & Wang, "Like What You Like: Knowledge Distill via Neuron Selectivity Transfer", arXiv
+    1707.01219) for one pair of (B, C, H, W) maps: squared MMD with the polynomial kernel k(x, y) = (xᵀy)²
+    between the channels' L2-normalised spatial responses; maps aligned by pooling, the teacher-only term
+    carries no gradient. → scalar."""
+    f_s, f_t = align_spatial(f_s.float(), f_t.float())
+    s = F.normalize(f_s.flatten(2), dim=2)
+    t = F.normalize(f_t.flatten(2), dim=2)
+    return _poly_kernel_mean(t, t).detach() + _poly_kernel_mean(s, s) - 2 * _poly_kernel_mean(s, t)
+
+
+def _finite(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+
+
+def _leading_singular(feat: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(singular values (B, n), right singular vectors (B, W, n)) of each sample's map reshaped to (C·H, W), both
+    L2-normalised as KDSVD's release does (its PyTorch port reshapes NCHW maps, not the TF original's NHWC)."""
+    b, c, h, w = feat.shape
+    _, s, vh = torch.linalg.svd(feat.float().reshape(b, c * h, w), full_matrices=False)
+    s, v = _finite(s), _finite(vh.transpose(-2, -1))
+    return F.normalize(s[:, :n], dim=1), F.normalize(v[:, :, :n], dim=1)
+
+
+def _align_signs(v_s: torch.Tensor, v_t: torch.Tensor) -> torch.Tensor:
+    """The student's singular vectors (B, W, n_s) matched to the teacher's (B, W, n_t): for each teacher vector the
+    student vector of largest |cosine|, with its sign. → (B, W, n_t)."""
+    cosine = v_s.transpose(-2, -1) @ v_t
+    best = cosine.abs().amax(1, keepdim=True)
+    mask = torch.where(best == cosine.abs(), torch.sign(cosine), torch.zeros_like(cosine))
+    return v_s @ mask
+
+
+def kdsvd(feats_s: list[torch.Tensor], feats_t: list[torch.Tensor], k: int = 1) -> torch.Tensor:
+    """KDSVD (Lee et al., "Self-supervised Knowledge Distillation Using Singular Value Decomposition", ECCV 2018)
+    as mdistiller releases it: per stage, the teacher's k leading right singular vectors scaled by its singular
+    values, the student's matched among its k + 3; the loss compares RBF kernels (σ² = 8) between consecutive
+    stages' vectors: Σ_stages Σ (K_s − K_t)² / B. Stage maps (B, C, H, W) in order → scalar."""
+    losses = []
+    prev_s = prev_t = None
+    for f_s, f_t in zip(feats_s, feats_t):
+        s_t, v_t = _leading_singular(f_t, k)
+        _, v_s = _leading_singular(f_s, k + 3)
+        v_s = _align_signs(v_s, v_t)
+        v_t, v_s = v_t * s_t[:, None], v_s * s_t[:, None]
+        if prev_s is not None and prev_t is not None:
+            rbf_s = torch.exp(-(v_s[:, :, None] - prev_s[:, None]).pow(2) / 8)
+            rbf_t = torch.exp(-(v_t[:, :, None] - prev_t[:, None]).pow(2) / 8)
+            losses.append(_finite((rbf_s - rbf_t.detach()).pow(2)).sum())
+        prev_s, prev_t = v_s, v_t
+    if not losses:
+        raise ValueError("KDSVD compares consecutive stages: it needs at least two")
+    return torch.stack(losses).sum() / feats_s[0].shape[0]
+
+
+def ofd_margin(bn_weight: torch.Tensor, bn_bias: torch.Tensor) -> torch.Tensor:
+    """OFD's per-channel margin from the BatchNorm before a ReLU (Heo et al., "A Comprehensive Overhaul of Feature
+    Distillation", ICCV 2019): with σ = |γ|, μ = β, the mean of N(μ, σ²) below zero, E[x | x < 0] =
+    μ − σ·φ(μ/σ)/Φ(−μ/σ), where Φ(−μ/σ) > 0.001, else −3σ. (C,), (C,) → (C,) float32."""
+    s, m = bn_weight.detach().float().abs(), bn_bias.detach().float()
+    z = -m / s
+    cdf = torch.special.ndtr(z)
+    gauss = -s * torch.exp(-(m / s).pow(2) / 2) / math.sqrt(2 * math.pi) / cdf.clamp_min(1e-30) + m
+    return torch.where(cdf > 0.001, gauss, -3 * s)
+
+
+def ofd(f_s: torch.Tensor, f_t: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
+    """OFD's partial L2 between the connected student map and the teacher's pre-activation map, both (B, C, H, W),
+    margin (C,): the teacher's negative responses below the margin count only where the student exceeds the
+    margin, (s − m)²; elsewhere (s − t)² where t > 0, or where m < t ≤ 0 and s > t. Summed over C·H·W, averaged
+    over the batch. → scalar."""
+    s, t = f_s.float(), f_t.float()
+    m = margin.to(s)[None, :, None, None]
+    loss = (
+        (s - m).pow(2) * ((s > m) & (t <= m))
+        + (s - t).pow(2) * ((s > t) & (t > m) & (t <= 0))
+        + (s - t).pow(2) * (t > 0)
+    )
+    return loss.abs().mean(0).sum()
+
+
+def hierarchical_context_loss(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+    """ReviewKD's HCL for one pair of (B, C, H, W) maps (Chen et al., "Distilling Knowledge via Knowledge Review",
+    CVPR 2021): MSE at full resolution plus, for each of the levels 4, 2, 1 smaller than H, the MSE of both maps
+    average-pooled to that size with weights 1/2, 1/4, 1/8; divided by the sum of the weights. → scalar."""
+    s, t = f_s.float(), f_t.float()
+    h = s.shape[2]
+    loss = F.mse_loss(s, t)
+    weight, total = 1.0, 1.0
+    for level in (4, 2, 1):
+        if level >= h:
+            continue
+        weight /= 2.0
+        loss = loss + F.mse_loss(F.adaptive_avg_pool2d(s, level), F.adaptive_avg_pool2d(t, level)) * weight
+        total += weight
+    return loss / total

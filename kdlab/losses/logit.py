@@ -90,3 +90,39 @@ def logit_standardize(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Z-score each row of (B, K) logits (Sun et al., CVPR 2024, "Logit standardization in KD")."""
     x = logits.float()
     return (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + eps)
+
+
+def wttm(logits_s: torch.Tensor, logits_t: torch.Tensor, T: float = 10.0) -> torch.Tensor:
+    """WTTM (Zheng & Yang, "Knowledge Distillation Based on Transformed Teacher Matching", ICLR 2024): mean over
+    the batch of w · KL(p̃_t ‖ softmax(s)), with the power-transformed teacher p̃_t = p_t^γ / Σ_k p_t,k^γ =
+    softmax(t/T) (γ = 1/T) and the sample weight w = Σ_k p_t,k^γ (large for uncertain teachers).
+    (B, K), (B, K) → scalar, in float32."""
+    t = logits_t.float()
+    log_pt_gamma = F.log_softmax(t, 1) / T  # γ·log p_t
+    weight = torch.logsumexp(log_pt_gamma, 1).exp()  # Σ_k p_t,k^γ
+    log_q = F.log_softmax(t / T, 1)
+    kl = (log_q.exp() * (log_q - F.log_softmax(logits_s.float(), 1))).sum(1)
+    return (weight * kl).mean()
+
+
+def class_correlation(logits_s: torch.Tensor, logits_t: torch.Tensor, T: float) -> torch.Tensor:
+    """MLKD's class-level term (Jin et al., "Multi-Level Logit Distillation", CVPR 2023): ‖QₜᵀQₜ − QₛᵀQₛ‖²_F / K
+    with Q = softmax(logits/T) (B, K), i.e. (K, K) class-correlation Gram matrices. → scalar."""
+    p_s = (logits_s.float() / T).softmax(1)
+    p_t = (logits_t.float() / T).softmax(1)
+    return (p_t.t() @ p_t - p_s.t() @ p_s).pow(2).sum() / logits_s.shape[1]
+
+
+def batch_correlation(logits_s: torch.Tensor, logits_t: torch.Tensor, T: float) -> torch.Tensor:
+    """MLKD's instance-relation (batch-level) term: ‖QₜQₜᵀ − QₛQₛᵀ‖²_F / B with Q = softmax(logits/T) (B, K),
+    i.e. (B, B) sample-similarity matrices. → scalar."""
+    p_s = (logits_s.float() / T).softmax(1)
+    p_t = (logits_t.float() / T).softmax(1)
+    return (p_t @ p_t.t() - p_s @ p_s.t()).pow(2).sum() / logits_s.shape[0]
+
+
+def below_median_fraction(values: torch.Tensor) -> torch.Tensor:
+    """Fraction of the entries of a 1-D tensor that are ≤ its median (linear interpolation, NumPy's default
+    percentile); a 0-dim tensor, computed on the device without a host sync."""
+    v = values.float()
+    return (v <= torch.quantile(v, 0.5)).float().mean()

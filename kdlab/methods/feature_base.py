@@ -43,18 +43,23 @@ def _paths(taps: dict[str, str], roles: tuple[str, ...], who: str) -> list[str]:
 class FeatureDistiller(Distiller):
     """Base class. Subclasses name the tap roles they compare in `tap_roles()` (default ('feature',); e.g.
     ('stage1', 'stage2', 'stage3')), may build extra modules in `build_extras(s_shapes, t_shapes)`, and
-    implement `feature_loss(s_feats, t_feats) -> scalar`. Feature lists follow `tap_roles()` order."""
+    implement `feature_loss(s_feats, t_feats) -> scalar`. Feature lists follow `tap_roles()` order (the teacher's
+    `teacher_tap_roles()`, when a method compares different roles, e.g. ReviewKD's pre-activations)."""
 
     Params: ClassVar[type] = FeatureParams
 
     def tap_roles(self) -> tuple[str, ...]:
         return ("feature",)
 
+    def teacher_tap_roles(self) -> tuple[str, ...]:
+        """The teacher's roles, matched to `tap_roles()` by position (default: the same roles)."""
+        return self.tap_roles()
+
     def setup(self) -> None:
         if len(self.teachers) != 1:
             raise ConfigError(f"{type(self).__name__} distills from exactly one teacher")
         self.s_paths = _paths(self.student_taps, self.tap_roles(), "student")
-        self.t_paths = _paths(self.teacher(0).taps, self.tap_roles(), "teacher")
+        self.t_paths = _paths(self.teacher(0).taps, self.teacher_tap_roles(), "teacher")
         s_feats, t_feats = self._probe()
         self.build_extras([f.shape for f in s_feats], [f.shape for f in t_feats])
 

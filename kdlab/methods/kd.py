@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kdlab.losses import kd, logit_mse, logit_standardize
+from kdlab.losses import kd, logit_mse
 from kdlab.methods.base import ensemble_loss, register_method
 from kdlab.methods.logit_base import LogitDistiller, LogitParams
 
@@ -17,7 +17,6 @@ from kdlab.methods.logit_base import LogitDistiller, LogitParams
 class KDParams(LogitParams):
     ce_weight: float = 0.1  # the CRD-benchmark recipe: 0.1·CE + 0.9·KD
     kd_weight: float = 0.9
-    logit_standardize: bool = False  # LS-KD (Sun et al., CVPR 2024): z-score both logits before the KL
     mse_weight: float = 0.0  # + mse_weight·mean (s − t)² on x (and x'): direct logit matching
 
 
@@ -45,10 +44,7 @@ class KnowledgeDistillation(LogitDistiller):
         suffix: str,
     ) -> dict[str, torch.Tensor]:
         p: KDParams = self.params
-        s, ts = student, teachers
-        if p.logit_standardize:  # z-score each teacher before any ensemble mean, as LS-KD defines it
-            s, ts = logit_standardize(student), [logit_standardize(t) for t in teachers]
-        terms = super().view_terms(s, ts, labels, weight, suffix)
+        terms = super().view_terms(student, teachers, labels, weight, suffix)
         if p.mse_weight:
             terms["logit_mse" + suffix] = p.mse_weight * ensemble_loss(logit_mse, student, teachers, p.ensemble)
         return terms

@@ -18,7 +18,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-from kdlab.losses import cross_entropy
+from kdlab.losses import cross_entropy, logit_standardize
 from kdlab.methods.base import Distiller, EnsembleMode, ensemble_loss, mixed_cross_entropy
 from kdlab.typed_config import bounded
 from kdlab.views import TrainBatch
@@ -35,6 +35,9 @@ class LogitParams:
     temperature: float = bounded(4.0, gt=0)
     label_smoothing: float = bounded(0.0, ge=0, lt=1)  # on the CE of x
     ensemble: EnsembleMode = "per_teacher"  # several teachers: mean of per-teacher losses, or of their logits
+    # z-score student and teacher logits (each row) before ℓ: Sun et al., "Logit Standardization in Knowledge
+    # Distillation" (CVPR 2024, arXiv 2403.01427), as its release applies it to KD, DKD, MLKD and CTKD
+    logit_standardize: bool = False
 
 
 class LogitDistiller(Distiller):
@@ -61,7 +64,10 @@ class LogitDistiller(Distiller):
         weight: float | torch.Tensor,
         suffix: str,
     ) -> dict[str, torch.Tensor]:
-        """The weighted teacher terms of one view (suffix '' for x, '_strong' for x')."""
+        """The weighted teacher terms of one view (suffix '' for x, '_strong' for x'). With `logit_standardize`
+        each teacher is z-scored before any ensemble mean, as LS-KD defines it."""
+        if self.params.logit_standardize:
+            student, teachers = logit_standardize(student), [logit_standardize(t) for t in teachers]
         loss = ensemble_loss(lambda s, t: self.loss(s, t, labels), student, teachers, self.params.ensemble)
         return {self.term + suffix: weight * loss}
 

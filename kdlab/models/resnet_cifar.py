@@ -27,12 +27,13 @@ class BasicBlock(nn.Module):
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
+        self.relu_out = nn.ReLU()  # a module so that its input, the block's pre-activation, can be tapped
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + residual)
+        return self.relu_out(out + residual)
 
 
 class Bottleneck(nn.Module):
@@ -48,13 +49,14 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes * 4)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
+        self.relu_out = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return F.relu(out + residual)
+        return self.relu_out(out + residual)
 
 
 class ResNetCifar(nn.Module):
@@ -115,6 +117,14 @@ _THIN = [16, 16, 32, 64]
 _WIDE = [32, 64, 128, 256]
 
 
+def _taps(depth: int) -> dict[str, str]:
+    """The stage taps, and each stage's pre-activation (`preactN`: the input of its last block's final ReLU) with
+    the BatchNorm that precedes that ReLU (`preact_bnN`), as OFD and ReviewKD use them."""
+    last = (depth - 2) // 6 - 1
+    pre = {f"preact{i}": f"layer{i}.{last}.relu_out:in" for i in (1, 2, 3)}
+    return {**_TAPS, **pre, **{f"preact_bn{i}": f"layer{i}.{last}.bn2" for i in (1, 2, 3)}}
+
+
 def _resnet(depth: int, widths: list[int]) -> Callable[..., nn.Module]:
     def build(num_classes: int, in_channels: int = 3) -> nn.Module:
         return ResNetCifar(depth, widths, "basicblock", num_classes, in_channels)
@@ -123,6 +133,6 @@ def _resnet(depth: int, widths: list[int]) -> Callable[..., nn.Module]:
 
 
 for _depth in (8, 14, 20, 32, 44, 56, 110):
-    register(f"resnet{_depth}", "resnet_cifar", _TAPS)(_resnet(_depth, _THIN))
-register("resnet8x4", "resnet_cifar", _TAPS)(_resnet(8, _WIDE))
-register("resnet32x4", "resnet_cifar", _TAPS)(_resnet(32, _WIDE))
+    register(f"resnet{_depth}", "resnet_cifar", _taps(_depth))(_resnet(_depth, _THIN))
+register("resnet8x4", "resnet_cifar", _taps(8))(_resnet(8, _WIDE))
+register("resnet32x4", "resnet_cifar", _taps(32))(_resnet(32, _WIDE))

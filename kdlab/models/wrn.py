@@ -79,7 +79,11 @@ class WideResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-_TAPS = {"stage1": "block1", "stage2": "block2", "stage3": "block3", "feature": "relu", "classifier": "fc"}
+# Pre-activation blocks: a stage's output is already its pre-activation (preactN); the last one's is the final
+# BatchNorm's output, taken as the input of the ReLU after it; preact_bnN is the BatchNorm before that ReLU.
+_TAPS = {"stage1": "block1", "stage2": "block2", "stage3": "block3", "feature": "relu", "classifier": "fc",
+         "preact1": "block1", "preact2": "block2", "preact3": "relu:in",
+         "preact_bn1": "block2.layer.0.bn1", "preact_bn2": "block3.layer.0.bn1", "preact_bn3": "bn1"}  # fmt: skip
 
 
 def _wrn(depth: int, widen: int) -> Callable[..., nn.Module]:
