@@ -19,7 +19,16 @@ from typing import Any, Literal
 import yaml
 
 from kdlab.errors import ConfigError
-from kdlab.typed_config import apply_method_override, apply_overrides, bounded, from_dict, read_config_file, to_dict
+from kdlab.typed_config import (
+    apply_method_override,
+    apply_overrides,
+    bounded,
+    from_dict,
+    parse_override,
+    read_config_file,
+    set_path,
+    to_dict,
+)
 
 
 @dataclass
@@ -272,8 +281,6 @@ def apply_method_defaults(data: dict[str, Any], overrides: list[str], notice: Ca
     """Fill in the pair's defaults for the method being run (`method_defaults.<key>`, see RunConfig.method_defaults):
     a method key only where neither the file's method section nor the command line sets it, a dotted key
     (`optim.lr`) only where the command line does not set it. Tells `notice` what it set and from where."""
-    from kdlab.typed_config import parse_override
-
     table = data.get("method_defaults") or {}
     if not isinstance(table, dict) or not table:
         return
@@ -293,17 +300,10 @@ def apply_method_defaults(data: dict[str, Any], overrides: list[str], notice: Ca
         if name == "source":
             continue
         path = name.split(".")
-        if len(path) == 1:
-            if name in method:
-                continue
-            data.setdefault("method", {})[name] = value
-        else:
-            if tuple(path) in given:
-                continue
-            node = data
-            for part in path[:-1]:
-                node = node.setdefault(part, {})
-            node[path[-1]] = value
+        explicit = name in method if len(path) == 1 else tuple(path) in given
+        if explicit:
+            continue
+        set_path(data, ["method", name] if len(path) == 1 else path, value)
         applied.append(f"{name}={value}")
     if applied:
         source = recipe.get("source", "the config's method_defaults")

@@ -46,6 +46,16 @@ class TeacherLogits:
     strong: list[torch.Tensor] | None
 
 
+def linear_warmup(epoch: float | torch.Tensor, epochs: float) -> float | torch.Tensor:
+    """min(epoch / epochs, 1) for a fractional epoch (a 0-dim tensor in a captured step: the result is one too);
+    1 when epochs ≤ 0. The loss weight ramp of DKD and ReviewKD."""
+    if epochs <= 0:
+        return 1.0
+    if isinstance(epoch, torch.Tensor):
+        return (epoch / epochs).clamp(max=1.0)
+    return min(epoch / epochs, 1.0)
+
+
 def over_views(fn: Callable[[torch.Tensor], Any], views: list[torch.Tensor]) -> list[Any]:
     """fn applied once to the concatenated views, its output (a tensor, or a tuple/list of tensors and lists of
     tensors, split along dim 0) returned per view. For models whose batch composition changes nothing (eval

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from kdlab.losses import dkd
-from kdlab.methods.base import register_method
+from kdlab.methods.base import linear_warmup, register_method
 from kdlab.methods.logit_base import LogitDistiller, LogitParams
 from kdlab.views import TrainBatch
 
@@ -33,9 +33,4 @@ class DecoupledKD(LogitDistiller):
         return dkd(student, teacher, labels, p.alpha, p.beta, p.temperature)
 
     def scale(self, batch: TrainBatch) -> float | torch.Tensor:
-        w = self.params.warmup_epochs
-        if w <= 0:
-            return 1.0
-        if isinstance(batch.epoch, torch.Tensor):  # a captured step: the epoch is read on the device
-            return (batch.epoch / w).clamp(max=1.0)
-        return min(batch.epoch / w, 1.0)
+        return linear_warmup(batch.epoch, self.params.warmup_epochs)

@@ -56,8 +56,9 @@ class MultiLevelLogitKD(LogitDistiller):
         """The unweighted KD / CC / BC sums for one teacher: logits on x (B, K) and on x' (B', K)."""
         p: MLKDParams = self.params
         temps = [p.temperature, *p.extra_temperatures]
-        m = below_median_fraction(t_x.float().softmax(1).amax(1))
-        m_c = below_median_fraction(t_x.float().softmax(1).sum(0))
+        p_tx = t_x.float().softmax(1)
+        m = below_median_fraction(p_tx.amax(1))
+        m_c = below_median_fraction(p_tx.sum(0))
         ks, kt, kss, kts = s_x, t_x, s_xs, t_xs
         if p.logit_standardize:  # only the KD terms, as released
             ks, kt, kss, kts = (logit_standardize(v) for v in (s_x, t_x, s_xs, t_xs))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlab.losses import hierarchical_context_loss
-from kdlab.methods.base import register_method
+from kdlab.methods.base import linear_warmup, register_method
 from kdlab.methods.feature_base import FeatureDistiller, FeatureParams
 from kdlab.typed_config import bounded
 from kdlab.views import TrainBatch
@@ -81,14 +81,7 @@ class KnowledgeReview(FeatureDistiller):
         return {"abfs": self.abfs}
 
     def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        w = self.params.warmup_epochs
-        epoch = batch.epoch
-        if w <= 0:
-            self._scale = 1.0
-        elif isinstance(epoch, torch.Tensor):
-            self._scale = (epoch / w).clamp(max=1.0)
-        else:
-            self._scale = min(epoch / w, 1.0)
+        self._scale = linear_warmup(batch.epoch, self.params.warmup_epochs)
         return super().forward_train(batch)
 
     def feature_loss(self, s_feats: list[torch.Tensor], t_feats: list[torch.Tensor]) -> torch.Tensor:
