@@ -201,7 +201,7 @@ def tstddev_table(root: Path) -> str:
     return "\n".join(lines)
 
 
-# cifar100_methods_table.sh: (sweep folder, grid filter, row label); the rows in the table's order
+# cifar100_methods_table.sh: the method families, in the table's order
 FAMILIES = {"logit": ["kd", "dkd", "dist", "ttm", "wttm", "ctkd", "mlkd"],
             "feature": ["fitnet", "at", "sp", "rkd", "pkt", "vid", "nst", "kdsvd", "ofd", "reviewkd", "crd"],
             "shared head": ["simkd", "atsc"]}  # fmt: skip

@@ -6,6 +6,7 @@ mixed x')."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -309,6 +310,20 @@ def test_dkd_on_every_pair_resolves_to_mdistillers_values(pair, beta, lr, capsys
     assert resolved["method"]["beta"] == beta and resolved["optim"]["lr"] == lr
     assert resolved["method"]["warmup_epochs"] == 20.0 and resolved["method"]["alpha"] == 1.0  # defaults printed
     assert "mdistiller" in out.err  # the notice names the source
+
+
+# dvlab-research/ReviewKD CIFAR-100/script/reviewKD.sh: --kd-loss-weight per pair, re-typed from the release
+REVIEWKD_WEIGHTS = {
+    "wrn_40_2_wrn_16_2": 5.0, "wrn_40_2_wrn_40_1": 5.0, "wrn_40_2_ShuffleV1": 5.0, "resnet32x4_resnet8x4": 5.0,
+    "resnet32x4_ShuffleV1": 5.0, "resnet32x4_ShuffleV2": 8.0, "resnet56_resnet20": 0.6, "resnet110_resnet32": 1.0,
+}  # fmt: skip
+
+
+def test_reviewkd_on_every_pair_takes_its_releases_weight():
+    pairs = sorted(p.stem[3:] for p in (Path(__file__).parents[1] / "kdlab/configs/cifar100").glob("kd_*.yaml"))
+    for pair in pairs:
+        cfg = load_config(f"configs/cifar100/kd_{pair}.yaml", ["method.name=reviewkd"])
+        assert cfg.method.get("feat_weight", 1.0) == REVIEWKD_WEIGHTS.get(pair, 1.0), pair  # 1.0: mdistiller's
 
 
 def test_explicit_values_beat_the_recipe_and_the_standardised_variant_has_its_own():

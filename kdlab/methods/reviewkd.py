@@ -44,7 +44,7 @@ class AttentionBasedFusion(nn.Module):
 
 @dataclass
 class ReviewKDParams(FeatureParams):
-    feat_weight: float = 1.0  # mdistiller's REVIEWKD_WEIGHT default (its resnet32x4 → resnet8x4 recipe: 5.0)
+    feat_weight: float = 1.0  # mdistiller's REVIEWKD_WEIGHT default; the pair recipes carry its per-pair weights
     warmup_epochs: float = bounded(20.0, ge=0)  # the review loss ramps linearly from 0 over these epochs
     max_mid_channels: int = bounded(512, ge=1)  # the fusion width: min(this, the student's last width)
 
