@@ -13,7 +13,7 @@ from kdlab.config import RunConfig
 from kdlab.data import ImageDataset, make_loader
 from kdlab.engine import LRSchedule, Trainer, TrainingParts
 from kdlab.engine.distributed import Distributed
-from kdlab.engine.dot import DistillationOrientedSGD
+from kdlab.engine.optimizers import build_optimizer
 from kdlab.errors import ConfigError
 from kdlab.methods.base import Distiller
 from kdlab.views import ViewPipeline, build_pipeline
@@ -66,7 +66,7 @@ def build_parts(
     dist: Distributed,
     log: Callable[[str], None] = print,
 ) -> TrainingParts:
-    """Views (a scoring view gets the method's scorer), loaders, random streams, SGD and its schedule."""
+    """Views (a scoring view gets the method's scorer), loaders, random streams, the optimiser and its schedule."""
     views = views_for(cfg, data).to(device)
     views.check(cfg.data.batch_size, len(method.teachers))
     if method.needs_strong_view and views.strong is None:
@@ -92,24 +92,8 @@ def build_parts(
     lr = cfg.optim.lr
     if cfg.optim.lr_ref_batch:
         lr = cfg.optim.lr * cfg.data.batch_size / cfg.optim.lr_ref_batch
-    o = cfg.optim
-    # captured as a CUDA graph, the step needs an SGD that reads its learning rate from a tensor on the device
-    # without a host sync: the fused one (the foreach one takes it as a Python number)
-    optimizer: torch.optim.Optimizer
-    if o.name == "dot":
-        if cfg.engine.cuda_graphs or cfg.engine.compile or dist.active:
-            raise ConfigError(
-                "optim.name=dot runs two backward passes and its own update per step: "
-                "not with engine.cuda_graphs, engine.compile or torchrun"
-            )
-        optimizer = DistillationOrientedSGD(method.param_groups(), lr, o.momentum, o.dot_delta, o.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(
-            method.param_groups(), lr=lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov,
-            fused=True if cfg.engine.cuda_graphs else None,
-        )  # fmt: skip
-    if dist.active:  # every optimiser step (ATSC's bias step too) first averages gradients
-        optimizer.register_step_pre_hook(lambda opt, *_: dist.average_gradients(opt))
+    average = (lambda opt, *_: dist.average_gradients(opt)) if dist.active else None
+    optimizer = build_optimizer(cfg, method, lr, device, average)
     sched = cfg.schedule
     if sched.kind == "multistep" and sched.milestones and min(sched.milestones) >= sched.epochs:
         log(

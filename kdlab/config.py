@@ -125,9 +125,17 @@ class ModelConfig:
     # the input normalisation the model was trained with: dataset (the data's own statistics, kdlab's models),
     # none ([0, 1] input), imagenet, or {mean: [...], std: [...]} in [0, 1] units (models/normalization.py)
     normalize: Any = "dataset"
+    # the model's own input size (an int for a square, or [H, W]): each batch, drawn once at the data's size, is
+    # resized on the device for this model, antialiased (models/input_size.py); null: the data's size
+    input_size: int | list[int] | None = None
+    input_resize: Literal["bilinear", "bicubic"] = "bilinear"  # how input_size resizes
 
     def __post_init__(self) -> None:
         parse_normalize(self.normalize, "model", None)
+        size = self.input_size
+        sides = [] if size is None else size if isinstance(size, list) else [size]
+        if size is not None and ((isinstance(size, list) and len(sides) != 2) or min(sides) < 1):
+            raise ConfigError(f"input_size must be one size ≥ 1 (a square) or [height, width], got {self.input_size}")
 
     @property
     def label(self) -> str:
@@ -140,16 +148,29 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """SGD (or DOT). The CRD CIFAR-100 protocol: lr 0.05, momentum 0.9, weight decay 5e-4."""
+    """The optimiser (engine/optimizers.py). The CRD CIFAR-100 protocol: SGD, lr 0.05, momentum 0.9, weight decay
+    5e-4 on every parameter. ViTs and DeiT: AdamW, weight decay off norms, biases and tokens, layer-wise lr decay,
+    gradient clipping (timm's conventions)."""
 
-    # sgd | dot: SGD with separate momenta for the task (CE) and distillation gradients, momentum ∓ dot_delta
-    # (Zhao et al., "DOT: A Distillation-Oriented Trainer", ICCV 2023; mdistiller engine/dot.py)
-    name: Literal["sgd", "dot"] = "sgd"
+    # sgd | adamw | dot: SGD with separate momenta for the task (CE) and distillation gradients, momentum ∓
+    # dot_delta (Zhao et al., "DOT: A Distillation-Oriented Trainer", ICCV 2023; mdistiller engine/dot.py)
+    name: Literal["sgd", "adamw", "dot"] = "sgd"
     dot_delta: float = bounded(0.075, ge=0)  # DOT's δ (the release's 0.075 on every CIFAR-100 pair it published)
-    lr: float = bounded(0.05, gt=0)  # SGD learning rate (the CRD protocol: 0.05)
-    momentum: float = bounded(0.9, ge=0)  # SGD momentum
-    weight_decay: float = bounded(5e-4, ge=0)  # L2 weight decay
-    nesterov: bool = False  # Nesterov momentum
+    lr: float = bounded(0.05, gt=0)  # learning rate (the CRD protocol: 0.05)
+    momentum: float = bounded(0.9, ge=0)  # SGD / DOT momentum
+    weight_decay: float = bounded(5e-4, ge=0)  # decoupled for adamw, L2 for sgd / dot
+    nesterov: bool = False  # SGD's Nesterov momentum
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW's (β1, β2)
+    eps: float = bounded(1e-8, gt=0)  # AdamW's ε
+    # no weight decay on 1-D parameters (norms, biases), `.bias` and the model's no_weight_decay() names
+    # (position, class and distillation tokens) — timm's param_groups_weight_decay. null: on for adamw, off for
+    # sgd / dot (the CRD protocol decays every parameter)
+    decay_filter: bool | None = None
+    # layer-wise lr decay (BEiT; timm's param_groups_layer_decay): the student's layer i of n learns at
+    # layer_decay^(n-1-i) × lr, by the model's own group_matcher (timm models); null: off
+    layer_decay: float | None = bounded(None, gt=0, le=1)
+    clip_grad: float | None = bounded(None, gt=0)  # clip the gradients before each step (null: no clipping)
+    clip_mode: Literal["norm", "value"] = "norm"  # norm: total 2-norm ≤ clip_grad; value: each entry in ±clip_grad
     # If set, `lr` is the rate for a global batch of lr_ref_batch images and is scaled linearly to
     # data.batch_size (the global batch, whatever the number of processes).
     lr_ref_batch: int | None = bounded(None, ge=1)
@@ -157,8 +178,17 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.name == "dot" and self.dot_delta > self.momentum:
             raise ConfigError(f"optim.dot_delta={self.dot_delta} must not exceed optim.momentum={self.momentum}")
-        if self.name == "dot" and self.nesterov:
-            raise ConfigError("optim.name=dot has no Nesterov variant: set optim.nesterov=false")
+        if self.name != "sgd" and self.nesterov:
+            raise ConfigError(f"optim.name={self.name} has no Nesterov variant: set optim.nesterov=false")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
+        if self.name == "dot" and self.clip_grad is not None:
+            raise ConfigError("optim.clip_grad with optim.name=dot: DOT steps two gradients; its release clips neither")
+
+    @property
+    def filters_decay(self) -> bool:
+        """Whether norms, biases and tokens are kept out of weight decay (decay_filter, or the optimiser's default)."""
+        return self.decay_filter if self.decay_filter is not None else self.name == "adamw"
 
 
 @dataclass

@@ -57,3 +57,10 @@ def digits_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir, summary = train(cfg, log=lambda _: None)
     assert summary["last_epoch_test_acc"] > 80
     return run_dir
+
+
+def methods_for_any_student() -> list[str]:
+    """Every registered method that trains any classifier (not those that need e.g. a distillation token)."""
+    from kdlab.methods import METHODS
+
+    return [n for n in METHODS.names() if METHODS.get(n).cls.student_requirement is None]

@@ -109,12 +109,15 @@ CASES = {
     "trivialaugment": ["method.name=ce", "views.strong=trivialaugment"],
     "color_jitter": ["method.name=ce", "views.strong=color_jitter"],
     "cutout filled with the dataset mean": ["method.name=ce", "views.strong=cutout", "views.params.ops=release"],
+    "adamw, clipped, decay filtered": ["method.name=kd", "optim.name=adamw", "optim.lr=0.003", "optim.clip_grad=0.5"],
 }
 
 
 @stand_in
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_replayed_step_trains_as_the_step_itself(case, digits_teacher, tmp_path, monkeypatch, accelerator_views):
+    if "adamw" in case:
+        pytest.skip("AdamW on the CPU reads its step count on the host (capturable AdamW is CUDA-only): the CUDA test")
     overrides = ["student.name=resnet8", "teacher.name=resnet14", f"teacher.checkpoint={digits_teacher}",
                  "schedule.warmup_epochs=0.5", *CASES[case]]  # a per-step learning rate  # fmt: skip
     if case.startswith("atsc"):

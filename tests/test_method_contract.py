@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from conftest import methods_for_any_student
 
 from kdlab.methods import METHODS, Teacher, build_method
 from kdlab.models import create_model, model_taps
@@ -69,7 +70,7 @@ class TeacherRows:
 
 
 @pytest.mark.parametrize("view", [None, "autoaugment", "cutmix", "cutmix_pick"])
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", methods_for_any_student())
 def test_every_method_takes_every_view(name, view):
     if view == "cutmix_pick" and not METHODS.get(name).cls.needs_teacher:
         pytest.skip("cutmix_pick scores with a teacher")
@@ -86,7 +87,7 @@ def test_every_method_takes_every_view(name, view):
     assert any(p.grad is not None for p in method.student.parameters())
 
 
-@pytest.mark.parametrize("name", [n for n in METHODS.names() if n not in NOT_ENSEMBLE | {"ce"}])
+@pytest.mark.parametrize("name", [n for n in methods_for_any_student() if n not in NOT_ENSEMBLE | {"ce"}])
 def test_methods_that_take_an_ensemble_take_two_teachers_with_cutmix_pick(name):
     method = _method(name, n_teachers=2)
     logits, terms = method.forward_train(_batch(_pipeline("cutmix_pick"), method))
@@ -164,3 +165,14 @@ def test_mixed_label_baseline_weight_and_crds_kd_terms():
     crd = _method("crd", kd_weight=0.9)
     _, terms = crd.forward_train(_batch(_pipeline("cutmix"), crd))
     assert "kd_strong" in terms and "kd" in terms
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if n not in methods_for_any_student()])
+def test_a_method_that_needs_more_of_the_student_refuses_others_in_one_line(name):
+    """e.g. deit on a CNN: a ConfigError (exit 2) naming what the student lacks, not an internal error."""
+    from kdlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=METHODS.get(name).cls.student_requirement.split(" (")[0]) as err:
+        teacher = Teacher(create_model("resnet14", K), model_taps("resnet14"))
+        build_method({"name": name}, create_model("resnet8", K), [teacher], model_taps("resnet8"), SHAPE)
+    assert "\n" not in str(err.value)

@@ -536,3 +536,53 @@ def test_the_docs_table_is_the_shipped_method_defaults():
 
     doc = (Path(__file__).parents[1] / "docs" / "method_defaults.md").read_text()
     assert method_defaults_table() in doc
+
+
+class _TwoHeadNet(nn.Module):
+    """A toy distillation-token student: timm's VisionTransformerDistilled's head contract (two heads while
+    distilled training, their mean otherwise)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Conv2d(3, 8, 3)
+        self.head, self.head_dist = nn.Linear(8, K), nn.Linear(8, K)
+        self.distilled_training = False
+
+    def set_distilled_training(self, enable: bool = True) -> None:
+        self.distilled_training = enable
+
+    def forward(self, x):
+        h = self.body(x).mean((2, 3))
+        cls, dist = self.head(h), self.head_dist(h)
+        return (cls, dist) if self.distilled_training and self.training else (cls + dist) / 2
+
+
+def _release_deit_loss(outputs, outputs_kd, teacher_outputs, labels, kind, alpha, tau):
+    """facebookresearch/deit losses.py DistillationLoss.forward, re-typed (base criterion: plain CE)."""
+    base_loss = F.cross_entropy(outputs, labels)
+    if kind == "soft":
+        distillation_loss = F.kl_div(
+            F.log_softmax(outputs_kd / tau, dim=1), F.log_softmax(teacher_outputs / tau, dim=1),
+            reduction="sum", log_target=True,
+        ) * (tau * tau) / outputs_kd.numel()  # fmt: skip
+    else:
+        distillation_loss = F.cross_entropy(outputs_kd, teacher_outputs.argmax(dim=1))
+    return base_loss * (1 - alpha) + distillation_loss * alpha
+
+
+@pytest.mark.parametrize(("kind", "alpha", "tau"), [("hard", 0.5, 1.0), ("soft", 0.5, 1.0), ("soft", 0.3, 3.0)])
+def test_deit_equals_the_release_and_predicts_with_the_mean_of_its_heads(kind, alpha, tau):
+    torch.manual_seed(0)
+    teacher = Teacher(create_model("resnet14", K), model_taps("resnet14"))
+    params = {"name": "deit", "kind": kind, "ce_weight": 1 - alpha, "kd_weight": alpha, "temperature": tau}
+    method = build_method(params, _TwoHeadNet(), [teacher], {}, (3, 16, 16)).train()
+    x, y = torch.randn(6, 3, 16, 16), torch.arange(6) % K
+    logits, terms = method.forward_train(TrainBatch(x, y, torch.arange(6)))
+    cls, dist = method.student(x)
+    with torch.no_grad():
+        t = teacher(x)
+    ref = _release_deit_loss(cls, dist, t, y, kind, alpha, tau)
+    assert float(sum(terms.values()).detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
+    torch.testing.assert_close(logits, (cls + dist) / 2)
+    method.eval()
+    torch.testing.assert_close(method.predict(x), (cls + dist) / 2)  # evaluation and export: the mean

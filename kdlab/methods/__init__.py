@@ -5,6 +5,7 @@ from kdlab.methods import (  # noqa: F401
     ce,
     crd,
     ctkd,
+    deit,
     dist,
     dkd,
     feature_methods,

@@ -184,6 +184,7 @@ class Distiller(nn.Module):
     needs_train_labels: ClassVar[bool] = False  # e.g. CRD: memory banks over the training split
     predicts_with_student_head: ClassVar[bool] = True  # False: `predict` uses a shared head (SimKD, ATSC)
     needs_strong_view: ClassVar[bool] = False  # True: the loss is defined on x and x' together (MLKD)
+    student_requirement: ClassVar[str | None] = None  # what the student must have, when not any classifier
 
     def attach_train_labels(self, labels: torch.Tensor, generator: torch.Generator | None) -> None:
         """Called by the Trainer before training for methods with `needs_train_labels`."""
