@@ -18,9 +18,9 @@ T=$OUT/c100-teacher-resnet20
 mkdir -p "$OUT"
 [ -f "$T/summary.json" ] || $KD train --no-progress --config configs/cifar100/small/teacher_resnet20.yaml output_dir="$OUT"
 METHODS="[wttm,ctkd,mlkd,nst,kdsvd,ofd,reviewkd,ce,kd,dkd,dist,ttm,fitnet,at,sp,rkd,pkt,vid,crd,simkd,atsc]"
-sweep() {  # NAME GRID: a new sweep, or the rest of an interrupted one
-  if [ -f "$OUT/$1/sweep.json" ]; then $KD sweep --resume "$OUT/$1" --jobs "$JOBS" --no-analyze
-  else $KD sweep --out "$OUT/$1" --jobs "$JOBS" --no-analyze --config $C --grid "$2" teacher.checkpoint="$T"; fi
+sweep() {  # NAME GRID: a new sweep, or the rest of an interrupted one (a failed run does not stop the others)
+  if [ -f "$OUT/$1/sweep.json" ]; then $KD sweep --resume "$OUT/$1" --jobs "$JOBS" --no-analyze || true
+  else $KD sweep --out "$OUT/$1" --jobs "$JOBS" --no-analyze --config $C --grid "$2" teacher.checkpoint="$T" || true; fi
 }
 sweep methods "method.name=$METHODS seed=[0,1]"
 sweep ls "method.name=[kd,dkd,mlkd,ctkd] method.logit_standardize=[true] seed=[0,1]"
