@@ -133,9 +133,16 @@ class ModelConfig:
     def __post_init__(self) -> None:
         parse_normalize(self.normalize, "model", None)
         size = self.input_size
-        sides = [] if size is None else size if isinstance(size, list) else [size]
-        if size is not None and ((isinstance(size, list) and len(sides) != 2) or min(sides) < 1):
+        if size is not None and ((isinstance(size, list) and len(size) != 2) or min(self.own_size or (1,)) < 1):
             raise ConfigError(f"input_size must be one size ≥ 1 (a square) or [height, width], got {self.input_size}")
+
+    @property
+    def own_size(self) -> tuple[int, int] | None:
+        """`input_size` as (H, W) (an int is a square), or None: the data's own size."""
+        if self.input_size is None:
+            return None
+        h, w = (self.input_size, self.input_size) if isinstance(self.input_size, int) else self.input_size
+        return (int(h), int(w))
 
     @property
     def label(self) -> str:

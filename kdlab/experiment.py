@@ -40,7 +40,7 @@ from kdlab.errors import CheckpointError, ConfigError, KdlabError, ModelError
 from kdlab.io import atomic_write_json
 from kdlab.methods import Distiller, Teacher, build_method
 from kdlab.methods.base import resolve_method_params
-from kdlab.models.input_size import as_size, attach_input_size
+from kdlab.models.input_size import attach_input_size
 from kdlab.models.loading import build_model, load_weights
 from kdlab.models.normalization import attach_input_norm
 from kdlab.typed_config import from_dict
@@ -89,7 +89,7 @@ def model_from_config(
     """The model `mcfg` describes (zoo name or factory) and its taps, for images of image_shape (C, H, W) that
     arrive normalised with the dataset's mean/std; with `normalize` set, adapted to its own normalisation; with
     `input_size` set, resizing each batch to its own size."""
-    own_size = as_size(mcfg.input_size, what)
+    own_size = mcfg.own_size
     size = own_size or (int(image_shape[1]), int(image_shape[2]))
     model, taps = build_model(mcfg.name, num_classes, image_shape[0], mcfg.factory, mcfg.kwargs, mcfg.taps, size)
     own = parse_normalize(mcfg.normalize, what, image_shape[0])

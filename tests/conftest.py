@@ -64,3 +64,20 @@ def methods_for_any_student() -> list[str]:
     from kdlab.methods import METHODS
 
     return [n for n in METHODS.names() if METHODS.get(n).cls.student_requirement is None]
+
+
+def assert_export_predicts_as_the_run(run_dir: Path, export_dir: Path, n_images: int = 7) -> None:
+    """The exported program (export_dir/model.pt2) on uint8 digits test images gives the run's own prediction
+    (its best checkpoint's `predict` on the same images, normalised with the run's statistics)."""
+    import torch
+
+    from kdlab.data import load_dataset
+    from kdlab.experiment import load_trained
+    from kdlab.views import Normalize
+
+    program = torch.export.load(str(export_dir / "model.pt2"))
+    images = load_dataset("digits").test.images[:n_images]
+    method, _, meta = load_trained(run_dir)
+    with torch.no_grad():
+        expected = method.predict(Normalize(meta["data"]["mean"], meta["data"]["std"])(images.float() / 255))
+    torch.testing.assert_close(program.module()(images), expected)

@@ -9,16 +9,14 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import digits_overrides
+from conftest import assert_export_predicts_as_the_run, digits_overrides
 
 from kdlab.commands.export import export_run
 from kdlab.config import load_config
-from kdlab.data import load_dataset
 from kdlab.errors import ConfigError
-from kdlab.experiment import load_trained, train
+from kdlab.experiment import train
 from kdlab.models import create_model
 from kdlab.models.input_size import attach_input_size
-from kdlab.views import Normalize
 
 QUIET = {"log": lambda _: None}
 
@@ -71,12 +69,7 @@ def test_the_teacher_at_the_wrong_size_is_what_the_resize_prevents(teacher_at_16
 def test_an_exported_student_resizes_inside_its_program(teacher_at_16px, tmp_path):
     card = export_run(teacher_at_16px, tmp_path / "export")
     assert card["model_input_size"] == [16, 16] and card["input"]["shape"] == ["N", 1, 8, 8]
-    program = torch.export.load(str(tmp_path / "export" / "model.pt2"))
-    images = load_dataset("digits").test.images[:5]
-    method, _, meta = load_trained(teacher_at_16px)
-    with torch.no_grad():
-        expected = method.predict(Normalize(meta["data"]["mean"], meta["data"]["std"])(images.float() / 255))
-    torch.testing.assert_close(program.module()(images), expected)
+    assert_export_predicts_as_the_run(teacher_at_16px, tmp_path / "export", 5)
 
 
 def test_bad_input_sizes_are_one_line_errors():

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from conftest import digits_overrides
+from conftest import assert_export_predicts_as_the_run, digits_overrides
 from safetensors.torch import load_file
 
 from kdlab.commands.export import export_run
@@ -152,16 +152,7 @@ def test_teacher_with_other_class_count_is_refused(tmp_path, digits_teacher):
 def test_export_roundtrip(digits_teacher, tmp_path):
     card = export_run(digits_teacher, tmp_path / "export")
     assert card["student_parameters"] == card["exported_parameters"] > 0
-    program = torch.export.load(str(tmp_path / "export" / "model.pt2"))
-    from kdlab.data import load_dataset
-    from kdlab.experiment import load_trained
-    from kdlab.views import Normalize
-
-    images = load_dataset("digits").test.images[:7]
-    method, _, meta = load_trained(digits_teacher)
-    with torch.no_grad():
-        expected = method.predict(Normalize(meta["data"]["mean"], meta["data"]["std"])(images.float() / 255))
-    torch.testing.assert_close(program.module()(images), expected)
+    assert_export_predicts_as_the_run(digits_teacher, tmp_path / "export")
     saved = json.loads((tmp_path / "export" / "model.json").read_text())
     assert saved["num_classes"] == 10 and saved["input"]["dtype"] == "uint8"
     assert str(tmp_path) not in (tmp_path / "export" / "model.json").read_text()

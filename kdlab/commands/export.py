@@ -21,7 +21,6 @@ from kdlab.experiment import load_trained
 from kdlab.io import atomic_write, atomic_write_json
 from kdlab.methods import Distiller
 from kdlab.models.features import get_module
-from kdlab.models.input_size import as_size
 from kdlab.models.normalization import effective_norm
 from kdlab.views import Normalize, to_unit
 
@@ -75,7 +74,7 @@ def export_run(path: str | Path, out_dir: str | Path | None = None, which: str =
         "std": list(norm.std),
         "normalize": cfg.student.normalize,  # as declared (student.normalize); mean/std above are what it means
         # the size the weights see: the student's own input_size (the program resizes to it), else the data's
-        "model_input_size": list(as_size(cfg.student.input_size, "student") or info["image_shape"][1:]),
+        "model_input_size": list(cfg.student.own_size or info["image_shape"][1:]),
         "student_parameters": student_params,
         "exported_parameters": exported_params,
         "files": {"program": "model.pt2", "weights": "model.safetensors"},

@@ -22,11 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlab.errors import ConfigError
-from kdlab.losses import cross_entropy
-from kdlab.methods.base import mixed_cross_entropy, register_method
+from kdlab.methods.base import register_method
 from kdlab.methods.logit_base import LogitDistiller, LogitParams
 from kdlab.typed_config import bounded
-from kdlab.views import TrainBatch
 
 
 @dataclass
@@ -70,21 +68,10 @@ class DeiTDistillation(LogitDistiller):
         )  # fmt: skip
         return kl * tau * tau / student.numel()
 
-    def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        p: DeiTParams = self.params
-        t = self.teacher_views(batch, strong=p.strong_target == "teacher")
-        cls, dist = _two_heads(self.student(batch.x))
-        terms = {"ce": p.ce_weight * cross_entropy(cls, batch.y, p.label_smoothing)}
-        terms.update(self.view_terms(dist, t.x, batch.y, p.kd_weight, ""))
-        if batch.x_strong is not None:
-            cls_s, dist_s = _two_heads(self.student(batch.x_strong))
-            if t.strong is not None:  # x' labelled by the teacher trains the distillation head, as in every method
-                w = p.kd_weight if p.strong_weight is None else p.strong_weight
-                terms.update(self.view_terms(dist_s, t.strong, batch.strong_labels(), w, "_strong"))
-            else:
-                w = 1.0 if p.strong_weight is None else p.strong_weight
-                terms["ce_strong"] = w * mixed_cross_entropy(cls_s, batch.y, batch.mix)
-        return (cls + dist) / 2, terms
+    def student_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The class head for the labels, the distillation head for the teacher, their mean as the prediction."""
+        cls, dist = _two_heads(self.student(x))
+        return cls, dist, (cls + dist) / 2
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         out = self.student(x)

@@ -71,19 +71,25 @@ class LogitDistiller(Distiller):
         loss = ensemble_loss(lambda s, t: self.loss(s, t, labels), student, teachers, self.params.ensemble)
         return {self.term + suffix: weight * loss}
 
+    def student_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The student's logits (B, K) for the label terms, for the teacher terms, and as its prediction. Default:
+        one head for all three (DeiT's student has a class and a distillation head)."""
+        logits = self.student(x)
+        return logits, logits, logits
+
     def forward_train(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p: LogitParams = self.params
         t = self.teacher_views(batch, strong=p.strong_target == "teacher")
-        logits = self.student(batch.x)
+        for_labels, for_teacher, logits = self.student_heads(batch.x)
         scale = self.scale(batch)
-        terms = {"ce": p.ce_weight * cross_entropy(logits, batch.y, p.label_smoothing)}
-        terms.update(self.view_terms(logits, t.x, batch.y, scale * p.kd_weight, ""))
+        terms = {"ce": p.ce_weight * cross_entropy(for_labels, batch.y, p.label_smoothing)}
+        terms.update(self.view_terms(for_teacher, t.x, batch.y, scale * p.kd_weight, ""))
         if batch.x_strong is not None:
-            s_strong = self.student(batch.x_strong)
+            strong_labels, strong_teacher, _ = self.student_heads(batch.x_strong)
             if t.strong is not None:
                 w = p.kd_weight if p.strong_weight is None else p.strong_weight
-                terms.update(self.view_terms(s_strong, t.strong, batch.strong_labels(), scale * w, "_strong"))
+                terms.update(self.view_terms(strong_teacher, t.strong, batch.strong_labels(), scale * w, "_strong"))
             else:
                 w = 1.0 if p.strong_weight is None else p.strong_weight
-                terms["ce_strong"] = w * mixed_cross_entropy(s_strong, batch.y, batch.mix)
+                terms["ce_strong"] = w * mixed_cross_entropy(strong_labels, batch.y, batch.mix)
         return logits, terms

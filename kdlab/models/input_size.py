@@ -19,17 +19,6 @@ from kdlab.errors import ConfigError
 RESIZER = "kdlab_input_resize"  # the child module's name on a resized model
 
 
-def as_size(value: int | list[int] | None, what: str) -> tuple[int, int] | None:
-    """`input_size` as (H, W): an int for a square, [H, W], or None (the data's own size)."""
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return (value, value)
-    if len(value) != 2:
-        raise ConfigError(f"{what}.input_size must be one number (a square) or [height, width], got {value}")
-    return (int(value[0]), int(value[1]))
-
-
 class InputResize(nn.Module):
     """Images (B, C, H, W) → (B, C, size[0], size[1]); a batch already at that size passes unchanged."""
 
