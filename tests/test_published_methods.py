@@ -237,6 +237,52 @@ def test_kdsvd_equals_the_release():
     assert float(kdsvd(g_s, g_t, 1)) == pytest.approx(float(_release_kdsvd(g_s, g_t, 1)), rel=1e-4)
 
 
+def test_kdsvd_gradient_equals_the_releases_where_it_is_defined():
+    """On generic maps the SVD's hand-written backward (losses.feature._RightSingular) is autograd's, to float64
+    precision; both the singular values' and the vectors' paths are exercised."""
+    g = torch.Generator().manual_seed(9)
+    shapes = [(3, 4, 6, 6), (3, 8, 3, 3)]
+    g_s = [torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True) for s in shapes]
+    g_t = [torch.randn(*s, generator=g, dtype=torch.float64) for s in shapes]
+    mine = torch.autograd.grad(kdsvd(g_s, g_t, 1), g_s)
+    ref = torch.autograd.grad(_release_kdsvd(g_s, g_t, 1), g_s)
+    for a, b in zip(mine, ref):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-9)
+    from kdlab.losses.feature import right_singular
+
+    a = torch.randn(2, 9, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    w_s, w_v = torch.randn(2, 5, generator=g, dtype=torch.float64), torch.randn(2, 5, 2, generator=g, dtype=torch.float64)
+
+    def probe(s, v):  # sign-invariant in each vector, as every use of v is
+        v = v[..., :2] * torch.sign(v[:, :1, :2])
+        return (s * w_s).sum() + (v * w_v).sum()
+
+    _, s_ref, vh_ref = torch.linalg.svd(a, full_matrices=False)
+    (ref,) = torch.autograd.grad(probe(s_ref, vh_ref.transpose(-2, -1)), a)
+    (mine,) = torch.autograd.grad(probe(*right_singular(a)), a)
+    assert torch.allclose(mine, ref, rtol=1e-8, atol=1e-10)
+
+
+def test_kdsvd_gradient_stays_finite_where_singular_values_tie():
+    """A student map with dead (all-zero) columns has tied zero singular values: autograd's SVD backward gives
+    NaN there (which stopped CIFAR-100 resnet8 runs in their first epoch), KDSVD's authors' gradient and kdlab's
+    give a finite one; a non-finite map is decomposed as zeros instead of failing inside the SVD."""
+    g = torch.Generator().manual_seed(10)
+    f_s = torch.randn(4, 8, 8, 8, generator=g)
+    f_s[..., 5:] = 0  # three dead columns per map
+    f_s2 = torch.randn(4, 16, 4, 4, generator=g)
+    f_t = [torch.randn(4, 8, 8, 8, generator=g), torch.randn(4, 16, 4, 4, generator=g)]
+    leaves = [f_s.clone().requires_grad_(), f_s2.clone().requires_grad_()]
+    (ref,) = torch.autograd.grad(_release_kdsvd(leaves, f_t, 1), leaves[:1])
+    assert not torch.isfinite(ref).all()
+    (mine,) = torch.autograd.grad(kdsvd(leaves, f_t, 1), leaves[:1])
+    assert torch.isfinite(mine).all() and mine.abs().sum() > 0
+    assert (mine[..., 5:] != 0).any()  # the dead columns still get their (defined) gradient
+    broken = f_s2.clone()
+    broken[0, 0, 0, 0] = float("nan")
+    assert torch.isfinite(kdsvd([f_s, broken], f_t, 1))
+
+
 def _release_dot_step(params, task_grads, kd_grads, state, lr, m, m_kd, wd):
     """mdistiller engine/dot.py `dot()` for parameters that all have both gradients, re-typed."""
     for p, d_p in zip(params, task_grads):

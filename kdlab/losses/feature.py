@@ -6,6 +6,7 @@ size, the caller aligns them (`align_spatial`)."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -120,12 +121,54 @@ def _finite(x: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
 
 
+class _RightSingular(torch.autograd.Function):
+    """(singular values (B, r), right singular vectors (B, N, r)) of a tall batch (B, M, N), M ≥ N, r = N, with the
+    exact gradient written out: V are the eigenvectors of AᵀA, so ∂L/∂A = U (diag(∂L/∂s) + 2 S·sym(F ∘ VᵀG)) Vᵀ,
+    F_ij = 1/(s_j² − s_i²). Where two singular values are equal (a rank-deficient map: dead ReLU columns) that
+    gradient is undefined, F_ij is infinite and autograd's own SVD backward returns NaN, which poisons every
+    weight in one step; here those pairs contribute zero, as KDSVD's authors' TF gradient does (Lee et al., ECCV
+    2018, sseung0703/SSKD_SVD `gradient_svd`). Elsewhere it equals autograd's."""
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        u, s, vh = torch.linalg.svd(a, full_matrices=False)
+        v = vh.transpose(-2, -1)
+        ctx.save_for_backward(u, s, v)
+        return s, v
+
+    @staticmethod
+    def backward(ctx: Any, grad_s: torch.Tensor | None, grad_v: torch.Tensor | None) -> torch.Tensor:
+        u, s, v = ctx.saved_tensors
+        mid = torch.zeros(s.shape + s.shape[-1:], dtype=s.dtype, device=s.device)
+        if grad_v is not None:
+            lam = s * s
+            f = 1.0 / (lam[..., None, :] - lam[..., :, None])
+            f = torch.where(torch.isfinite(f), f, torch.zeros_like(f))
+            f = f * (1 - torch.eye(s.shape[-1], dtype=s.dtype, device=s.device))
+            inner = f * (v.transpose(-2, -1) @ grad_v)
+            mid = mid + s[..., :, None] * (inner + inner.transpose(-2, -1))
+        if grad_s is not None:
+            mid = mid + torch.diag_embed(grad_s)
+        return u @ mid @ v.transpose(-2, -1)
+
+
+def right_singular(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(singular values (B, r), right singular vectors (B, N, r)), r = min(M, N), of a batch of matrices (B, M, N);
+    for tall or square ones (M ≥ N) with a gradient that stays finite where singular values tie (_RightSingular)."""
+    if a.shape[-2] >= a.shape[-1]:
+        return _RightSingular.apply(a)
+    _, s, vh = torch.linalg.svd(a, full_matrices=False)
+    return s, vh.transpose(-2, -1)
+
+
 def _leading_singular(feat: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(singular values (B, n), right singular vectors (B, W, n)) of each sample's map reshaped to (C·H, W), both
-    L2-normalised as KDSVD's release does (its PyTorch port reshapes NCHW maps, not the TF original's NHWC)."""
+    L2-normalised as KDSVD's release does (its PyTorch port reshapes NCHW maps, not the TF original's NHWC).
+    A non-finite map (a diverged student) is decomposed as zeros: the run then stops on its non-finite CE term
+    through the trainer's guard, not inside the SVD."""
     b, c, h, w = feat.shape
-    _, s, vh = torch.linalg.svd(feat.float().reshape(b, c * h, w), full_matrices=False)
-    s, v = _finite(s), _finite(vh.transpose(-2, -1))
+    s, v = right_singular(_finite(feat.float()).reshape(b, c * h, w))
+    s, v = _finite(s), _finite(v)
     return F.normalize(s[:, :n], dim=1), F.normalize(v[:, :, :n], dim=1)
 
 
