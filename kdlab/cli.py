@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="SWEEP_DIR", help="continue a sweep: rerun only unfinished or failed runs")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (threads per run = cores / jobs)")
     p.add_argument("--nproc-per-node", type=int, default=1, help="processes per run (torchrun, data-parallel)")
-    p.add_argument("--no-analyze", action="store_true", help="skip `kdlab analyze` after each run")
+    p.add_argument("--no-analyze", action="store_true", help="skip `kdlab analyze` after each run (a resumed sweep remembers it)")
     p.add_argument("--max-samples", type=int, help="analyse only the first N images of each split")
     p.add_argument("--collect", metavar="SWEEP_DIR", help="only rebuild sweep.csv, sweep.md and plots")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="overrides for every run")
@@ -392,11 +392,12 @@ def _sweep(args: argparse.Namespace) -> int:
         if not args.config or not args.grid:
             raise ConfigError("a new sweep needs --config FILE and --grid 'key=[a,b] …' (or --resume SWEEP_DIR)")
         out = args.out or f"runs/sweep-{Path(args.config).stem}"
-        sweep = Sweep.create(out, args.config, args.grid, args.overrides)
+        sweep = Sweep.create(out, args.config, args.grid, args.overrides, not args.no_analyze, args.max_samples)
     if not args.collect:
         if args.nproc_per_node < 1:
             raise ConfigError("--nproc-per-node must be ≥ 1")
-        counts = sweep.run(args.jobs, not args.no_analyze, args.max_samples, console.print, args.nproc_per_node)
+        analyze = False if args.no_analyze else None  # None: as the sweep was created
+        counts = sweep.run(args.jobs, analyze, args.max_samples, console.print, args.nproc_per_node)
         console.print("runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     paths = sweep.collect()
     console.print((sweep.root / "sweep.md").read_text())

@@ -290,6 +290,13 @@ def test_sweep_records_a_failure_continues_and_resume_reruns_only_unfinished(tmp
     assert main(["sweep", "--resume", str(out)]) == 2
     (out / ".sweep.lock").write_text("999999999")  # a dead one's lock is taken over
     assert main(["sweep", "--resume", str(out)]) == 1 and not (out / ".sweep.lock").exists()
+    # A resumed sweep analyses as it was started (here on 300 images), without repeating the options.
+    shutil.rmtree(out / "lr-0.05")
+    (out / "lr-0.05.log").unlink()
+    json_path = out / "status.json"
+    json_path.write_text(json.dumps({k: v for k, v in json.loads(json_path.read_text()).items() if k != "lr-0.05"}))
+    assert main(["sweep", "--resume", str(out)]) == 1
+    assert "kdlab analyze " + str(out / "lr-0.05") + " --max-samples 300" in (out / "lr-0.05.log").read_text()
     assert main(["sweep", "--config", str(config)]) == 2  # a new sweep needs --grid
     assert main(["sweep", "--config", str(config), "--grid", "seed=[0]", "--out", str(out)]) == 2  # exists
 

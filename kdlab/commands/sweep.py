@@ -103,8 +103,17 @@ class Sweep:
         self._lock = threading.Lock()
 
     @classmethod
-    def create(cls, root: str | Path, config: str, grid: str, overrides: list[str]) -> Sweep:
-        """Validate config, grid and overrides (every point's config is built once) and write sweep.json."""
+    def create(
+        cls,
+        root: str | Path,
+        config: str,
+        grid: str,
+        overrides: list[str],
+        analyze: bool = True,
+        max_samples: int | None = None,
+    ) -> Sweep:
+        """Validate config, grid and overrides (every point's config is built once) and write sweep.json, with
+        whether each run is analysed (on `max_samples` images per split) so that a resumed sweep does the same."""
         root = Path(root)
         if (root / "sweep.json").exists():
             raise KdlabError(f"{root} already holds a sweep: continue it with `kdlab sweep --resume {root}`")
@@ -120,7 +129,14 @@ class Sweep:
         root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(
             root / "sweep.json",
-            {"config": config, "grid": [[k, v] for k, v in axes], "overrides": overrides, "command": command},
+            {
+                "config": config,
+                "grid": [[k, v] for k, v in axes],
+                "overrides": overrides,
+                "command": command,
+                "analyze": analyze,
+                "max_samples": max_samples,
+            },
         )
         return cls(root)
 
@@ -189,13 +205,17 @@ class Sweep:
     def run(
         self,
         jobs: int = 1,
-        analyze: bool = True,
+        analyze: bool | None = None,
         max_samples: int | None = None,
         log: Callable[[str], None] = print,
         nproc: int = 1,
     ) -> dict[str, int]:
         """Run every unfinished point (failed ones again), `jobs` runs at a time, each on `nproc` processes
-        (torchrun); returns state counts."""
+        (torchrun); returns state counts. `analyze` / `max_samples` left None: as the sweep was created."""
+        if analyze is None:
+            analyze = bool(self.spec.get("analyze", True))
+        if max_samples is None:
+            max_samples = self.spec.get("max_samples")
         with self._exclusive():
             return self._run(jobs, analyze, max_samples, log, nproc)
 
