@@ -37,11 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(sub.add_parser("distill", help="distill a student from a teacher (teacher.checkpoint=…)"))
 
     p = sub.add_parser("eval", help="evaluate a run folder, a kdlab checkpoint, or any model's weights file")
-    p.add_argument("path", help="run folder, kdlab .safetensors checkpoint, or (with --model/--factory) any weights")
+    p.add_argument(
+        "path", nargs="?", help="run folder, kdlab .safetensors checkpoint, or (with --model/--factory) any weights"
+    )
     p.add_argument("--data", help="dataset spec (default: the run's own; required with --model/--factory)")
     p.add_argument("--which", default="best", choices=["best", "last"])
     p.add_argument("--model", help="zoo model the weights file is for (e.g. resnet56)")
     p.add_argument("--factory", help="or the user's builder, path/to/file.py:function")
+    p.add_argument(
+        "--pretrained",
+        nargs="?",
+        const=True,
+        metavar="PATH",
+        help="with --model timm:NAME / torchvision:NAME: the library's cached weights, or a weights file PATH loaded "
+        "as the library loads it; the model's own preprocessing comes with them",
+    )
     p.add_argument("--kwargs", help="the builder's keyword arguments as YAML, e.g. '{depth: 56}'")
     p.add_argument(
         "--normalize",
@@ -72,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="SWEEP_DIR", help="continue a sweep: rerun only unfinished or failed runs")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (threads per run = cores / jobs)")
     p.add_argument("--nproc-per-node", type=int, default=1, help="processes per run (torchrun, data-parallel)")
-    p.add_argument("--no-analyze", action="store_true", help="skip `kdlab analyze` after each run (a resumed sweep remembers it)")
+    p.add_argument(
+        "--no-analyze", action="store_true", help="skip `kdlab analyze` after each run (a resumed sweep remembers it)"
+    )
     p.add_argument("--max-samples", type=int, help="analyse only the first N images of each split")
     p.add_argument("--collect", metavar="SWEEP_DIR", help="only rebuild sweep.csv, sweep.md and plots")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="overrides for every run")
@@ -181,16 +193,23 @@ def _eval(args: argparse.Namespace) -> int:
     if args.model or args.factory:
         if not args.data:
             raise ConfigError("kdlab eval with --model/--factory needs --data (the dataset to evaluate on)")
-        spec: dict[str, Any] = {"name": args.model or "resnet8", "factory": args.factory, "checkpoint": args.path}
+        spec: dict[str, Any] = {
+            "name": args.model or "resnet8",
+            "factory": args.factory,
+            "checkpoint": args.path,
+            "pretrained": args.pretrained,
+        }
         for key in ("kwargs", "normalize"):
             value = getattr(args, key)
             if value is not None:
                 spec[key] = _yaml_value(value, f"--{key}")
         result = evaluate_model(from_dict(ModelConfig, spec, "model"), args.data)
     else:
-        for flag in ("kwargs", "normalize"):
+        for flag in ("kwargs", "normalize", "pretrained"):
             if getattr(args, flag) is not None:
                 raise ConfigError(f"--{flag} describes a model given with --model/--factory; a run folder has its own")
+        if not args.path:
+            raise ConfigError("kdlab eval needs a run folder or checkpoint (or --model NAME with weights)")
         result = evaluate_path(args.path, args.data, args.which)
     console.print_json(json.dumps(result))
     return 0

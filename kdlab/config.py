@@ -120,21 +120,35 @@ class ModelConfig:
     name: str = "resnet8"  # zoo model (`kdlab models`), or timm:NAME / torchvision:NAME (optional vision extra)
     factory: str | None = None  # or the user's builder, path/to/file.py:function (called with num_classes and kwargs)
     checkpoint: str | None = None  # weights: a run folder, a kdlab .safetensors, or a .pth/.pt/.th file as it exists
+    # timm:/torchvision: models' pretrained weights, loaded by the library (models/pretrained.py): true = its
+    # cache (never downloaded), or PATH = a weights file for this architecture; they bring the model's own
+    # normalisation, input size, crop and interpolation (those left null below). `checkpoint` loads over them.
+    pretrained: bool | str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the builder
     taps: dict[str, str] = field(default_factory=dict)  # role → module path, e.g. {feature: layer4}
     # the input normalisation the model was trained with: dataset (the data's own statistics, kdlab's models),
-    # none ([0, 1] input), imagenet, or {mean: [...], std: [...]} in [0, 1] units (models/normalization.py)
-    normalize: Any = "dataset"
+    # none ([0, 1] input), imagenet, or {mean: [...], std: [...]} in [0, 1] units (models/normalization.py);
+    # null: a pretrained model's own, else dataset
+    normalize: Any = None
     # the model's own input size (an int for a square, or [H, W]): each batch, drawn once at the data's size, is
-    # resized on the device for this model, antialiased (models/input_size.py); null: the data's size
+    # resized on the device for this model, antialiased (models/input_size.py); null: a pretrained model's own,
+    # else the data's size
     input_size: int | list[int] | None = None
-    input_resize: Literal["bilinear", "bicubic"] = "bilinear"  # how input_size resizes
+    # how input_size resizes; null: a pretrained model's own interpolation, else bilinear
+    input_resize: Literal["bilinear", "bicubic"] | None = None
+    # the center-crop fraction of input_size (resize to input_size / crop_pct, then crop: timm's eval rule);
+    # null: a pretrained model's own at its own size, else 1 (the whole image, resized)
+    input_crop_pct: float | None = None
 
     def __post_init__(self) -> None:
         parse_normalize(self.normalize, "model", None)
         size = self.input_size
         if size is not None and ((isinstance(size, list) and len(size) != 2) or min(self.own_size or (1,)) < 1):
             raise ConfigError(f"input_size must be one size ≥ 1 (a square) or [height, width], got {self.input_size}")
+        if self.input_crop_pct is not None and not 0 < self.input_crop_pct <= 1:
+            raise ConfigError(f"input_crop_pct must be in (0, 1], got {self.input_crop_pct}")
+        if isinstance(self.pretrained, str) and not self.pretrained.strip():
+            raise ConfigError("pretrained must be true, false or a weights file's path")
 
     @property
     def own_size(self) -> tuple[int, int] | None:

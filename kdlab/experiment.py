@@ -28,7 +28,6 @@ from kdlab.config import (
     ModelConfig,
     RunConfig,
     load_config,
-    parse_normalize,
     portable_paths,
     save_config,
     teacher_configs,
@@ -36,13 +35,11 @@ from kdlab.config import (
 from kdlab.data import ImageDataset, load_dataset
 from kdlab.engine.distributed import check_distributed_config, init_distributed
 from kdlab.engine.memory import retain_freed_memory
-from kdlab.errors import CheckpointError, ConfigError, KdlabError, ModelError
+from kdlab.errors import CheckpointError, ConfigError, KdlabError
 from kdlab.io import atomic_write_json
 from kdlab.methods import Distiller, Teacher, build_method
 from kdlab.methods.base import resolve_method_params
-from kdlab.models.input_size import attach_input_size
-from kdlab.models.loading import build_model, load_weights
-from kdlab.models.normalization import attach_input_norm
+from kdlab.models.build import build_configured_model, resolve_model_config
 from kdlab.typed_config import from_dict
 
 
@@ -67,60 +64,34 @@ def share_device_memory(device: torch.device) -> None:
         torch.cuda.set_per_process_memory_fraction(float(fraction), device)
 
 
-def check_num_classes(model: nn.Module, image_shape: tuple[int, int, int], num_classes: int, what: str) -> None:
-    """Fail clearly if `model` does not output `num_classes` logits for images of `image_shape`."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        out = model(torch.zeros(2, *image_shape, device=next(model.parameters()).device))
-    model.train(was_training)
-    if out.ndim != 2 or out.shape[1] != num_classes:
-        raise ModelError(f"{what} outputs {tuple(out.shape[1:])} logits but the dataset has {num_classes} classes")
-
-
-def model_from_config(
-    mcfg: ModelConfig,
-    num_classes: int,
-    image_shape: Sequence[int],
-    mean: Sequence[float],
-    std: Sequence[float],
-    what: str,
-) -> tuple[nn.Module, dict[str, str]]:
-    """The model `mcfg` describes (zoo name or factory) and its taps, for images of image_shape (C, H, W) that
-    arrive normalised with the dataset's mean/std; with `normalize` set, adapted to its own normalisation; with
-    `input_size` set, resizing each batch to its own size."""
-    own_size = mcfg.own_size
-    size = own_size or (int(image_shape[1]), int(image_shape[2]))
-    model, taps = build_model(mcfg.name, num_classes, image_shape[0], mcfg.factory, mcfg.kwargs, mcfg.taps, size)
-    own = parse_normalize(mcfg.normalize, what, image_shape[0])
-    model = attach_input_norm(model, own, mean, std)
-    return attach_input_size(model, own_size, mcfg.input_resize), taps
-
-
 Stats = tuple[Sequence[float], Sequence[float]]  # per-channel (mean, std) in [0, 1] units
 
 
 def build_teacher(mcfg: ModelConfig, data: ImageDataset, label: str, normalized_with: Stats | None = None) -> Teacher:
-    """A frozen teacher with its checkpoint loaded (a teacher without a checkpoint is an error), for inputs
-    normalised with `normalized_with` = (mean, std) (default: `data`'s statistics)."""
-    if not mcfg.checkpoint:
+    """A frozen teacher with its weights loaded (its checkpoint, else pretrained weights with their own head; a
+    teacher with neither is an error), for inputs normalised with `normalized_with` = (mean, std) (default:
+    `data`'s statistics)."""
+    if not mcfg.checkpoint and not mcfg.pretrained:
         raise ConfigError(
             f"{label}.checkpoint is not set: train a teacher first (kdlab train …) and pass "
-            f"{label}.checkpoint=RUN_DIR or a .pth/.safetensors file"
+            f"{label}.checkpoint=RUN_DIR or a .pth/.safetensors file ({label}.pretrained for a timm/torchvision model)"
         )
     mean, std = normalized_with or (data.mean, data.std)
-    model, taps = model_from_config(mcfg, data.num_classes, data.image_shape, mean, std, label)
-    load_weights(model, mcfg.checkpoint, taps.get("classifier"), what=label)
-    check_num_classes(model, data.image_shape, data.num_classes, label)
-    return Teacher(model, taps, label)
+    built = build_configured_model(mcfg, data.num_classes, data.image_shape, mean, std, label)
+    if built.fresh_head:
+        raise ConfigError(
+            f"{label}.pretrained: the weights' head is for another number of classes than the data's "
+            f"{data.num_classes}, so {label} would teach from a random head; fine-tune it first (kdlab train with "
+            f"student.name={mcfg.name} student.pretrained=…) and pass {label}.checkpoint=RUN_DIR"
+        )
+    return Teacher(built.model, built.taps, label)
 
 
 def build_student(mcfg: ModelConfig, data: ImageDataset) -> tuple[nn.Module, dict[str, str]]:
-    model, taps = model_from_config(mcfg, data.num_classes, data.image_shape, data.mean, data.std, "student")
-    check_num_classes(model, data.image_shape, data.num_classes, "student")
-    if mcfg.checkpoint:
-        load_weights(model, mcfg.checkpoint, taps.get("classifier"), what="student")
-    return model, taps
+    """The student with its pretrained weights and checkpoint loaded, if any (a pretrained head for another number
+    of classes starts fresh: fine-tuning)."""
+    built = build_configured_model(mcfg, data.num_classes, data.image_shape, data.mean, data.std, "student")
+    return built.model, built.taps
 
 
 @dataclass
@@ -131,9 +102,21 @@ class Run:
     device: torch.device
 
 
+def resolve_models(cfg: RunConfig) -> RunConfig:
+    """`cfg` with each pretrained model's preprocessing written out (models/build.resolve_model_config)."""
+    return dataclasses.replace(
+        cfg,
+        student=resolve_model_config(cfg.student, "student"),
+        teacher=resolve_model_config(cfg.teacher, "teacher") if cfg.teacher is not None else None,
+        teachers=[resolve_model_config(t, f"teachers[{i}]") for i, t in enumerate(cfg.teachers)],
+    )
+
+
 def build_run(cfg: RunConfig) -> Run:
-    """Load data and build student, teacher(s) and method from a validated config (seeded)."""
+    """Load data and build student, teacher(s) and method from a validated config (seeded); `Run.cfg` has the
+    pretrained models' preprocessing written out (resolve_models)."""
     resolve_method_params(cfg.method)  # unknown method keys fail before any data is read
+    cfg = resolve_models(cfg)
     if cfg.engine.threads:
         torch.set_num_threads(cfg.engine.threads)
     if cfg.engine.retain_memory:
@@ -219,7 +202,7 @@ def train(
     if resume_dir is None:
         if dist.is_main:
             run_dir = new_run_dir(cfg)
-            save_config(portable_paths(_with_resolved_method(cfg, run.method)), run_dir / "config.yaml")
+            save_config(portable_paths(_with_resolved_method(run.cfg, run.method)), run_dir / "config.yaml")
             atomic_write_json(run_dir / "provenance.json", provenance())
         run_dir = Path(dist.broadcast_object(str(run_dir) if dist.is_main else None))
     try:
@@ -349,7 +332,8 @@ def load_trained(
     torch.manual_seed(0)
     n = info["num_classes"]
     mean, std = info["mean"], info["std"]
-    student, s_taps = model_from_config(cfg.student, n, shape, mean, std, "student")
+    student_built = build_configured_model(cfg.student, n, shape, mean, std, "student", weights=False)
+    student, s_taps = student_built.model, student_built.taps
     teachers = []
     student_only = inference_only and _method_class(cfg).predicts_with_student_head
     if student_only:
@@ -360,8 +344,8 @@ def load_trained(
         # The architectures only: what inference needs of a teacher (e.g. a shared classifier) is in the
         # checkpoint, so the teachers' own weight files need not exist on this machine.
         for i, t in enumerate(teacher_configs(cfg)):
-            t_model, t_taps = model_from_config(t, n, shape, mean, std, f"teachers[{i}]")
-            teachers.append(Teacher(t_model, t_taps))
+            t_built = build_configured_model(t, n, shape, mean, std, f"teachers[{i}]", weights=False)
+            teachers.append(Teacher(t_built.model, t_built.taps))
     method = build_method({**cfg.method}, student, teachers, s_taps, (shape[0], shape[1], shape[2]))
     method.load_checkpoint_state(model_state)
     method.eval()
@@ -420,13 +404,16 @@ def evaluate_model(mcfg: ModelConfig, dataset: str, device: str = "auto", batch_
     """Test accuracy (top-1, top-5), loss and ECE of any model with weights — zoo name or factory, a checkpoint
     as it exists (models/loading.py), its own input normalisation — on `dataset`'s test split: check a teacher
     before distilling from it."""
-    if not mcfg.checkpoint:
-        raise ConfigError("evaluating a model needs its weights: give the checkpoint file")
+    if not mcfg.checkpoint and not mcfg.pretrained:
+        raise ConfigError("evaluating a model needs its weights: give the checkpoint file (or --pretrained)")
     data = load_dataset(dataset)
     dev = resolve_device(device)
+    mcfg = resolve_model_config(mcfg, "model")
     teacher = build_teacher(mcfg, data, "model").to(dev)
     numbers = evaluate_on_test(teacher.model.eval(), data, (data.mean, data.std), dev, batch_size, "none")
-    return {"checkpoint": os.path.basename(str(mcfg.checkpoint)), "model": mcfg.label, "dataset": dataset, **numbers}
+    weights = mcfg.checkpoint or (mcfg.pretrained if isinstance(mcfg.pretrained, str) else "pretrained (cache)")
+    seen = {k: getattr(mcfg, k) for k in ("normalize", "input_size", "input_resize", "input_crop_pct")}
+    return {"checkpoint": os.path.basename(str(weights)), "model": mcfg.label, "dataset": dataset, **seen, **numbers}
 
 
 @torch.no_grad()

@@ -184,6 +184,21 @@ def test_bring_your_own_model(tmp_path):
         build_model("custom", 7, 3, factory=f"{tmp_path}/mynet.py:make")
 
 
+def test_a_factory_that_raises_exits_2_naming_its_file(tmp_path, capsys):
+    """A user's factory file that raises when imported, or a builder that raises when called, is the user's
+    error: exit 2 with one line naming the file and the exception, not kdlab's internal error (exit 3)."""
+    from kdlab.cli import main
+
+    (tmp_path / "broken.py").write_text("import torch\nraise RuntimeError('CUDA driver too old')\n")
+    (tmp_path / "raising.py").write_text("def build(num_classes):\n    return {}['width']\n")
+    for factory, says in ((f"{tmp_path}/broken.py:build", "raised RuntimeError when imported: CUDA driver too old"),
+                          (f"{tmp_path}/raising.py:build", "raised KeyError: 'width'")):  # fmt: skip
+        rc = main(["train", "data.dataset=digits", f"student.factory={factory}",
+                   f"output_dir={tmp_path}", "--dry-run"])  # fmt: skip
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and says in err and factory.split(":")[0] in err and len(err.splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_probed_taps_find_the_zoos_hand_written_ones(name):
     """What a factory or timm/torchvision model gets without taps in config: the last map before pooling,

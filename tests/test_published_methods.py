@@ -251,7 +251,10 @@ def test_kdsvd_gradient_equals_the_releases_where_it_is_defined():
     from kdlab.losses.feature import right_singular
 
     a = torch.randn(2, 9, 5, generator=g, dtype=torch.float64, requires_grad=True)
-    w_s, w_v = torch.randn(2, 5, generator=g, dtype=torch.float64), torch.randn(2, 5, 2, generator=g, dtype=torch.float64)
+    w_s, w_v = (
+        torch.randn(2, 5, generator=g, dtype=torch.float64),
+        torch.randn(2, 5, 2, generator=g, dtype=torch.float64),
+    )
 
     def probe(s, v):  # sign-invariant in each vector, as every use of v is
         v = v[..., :2] * torch.sign(v[:, :1, :2])

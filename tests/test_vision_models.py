@@ -41,7 +41,7 @@ def test_torchvision_model_by_name_with_probed_taps():
 
 
 def test_downloads_are_refused_and_names_checked():
-    with pytest.raises(ConfigError, match="never does"):
+    with pytest.raises(ConfigError, match="pretrained=true"):
         build_model("timm:resnet18", 10, 3, kwargs={"pretrained": True}, image_size=(32, 32))
     with pytest.raises(ModelError, match="did you mean"):
         build_model("torchvision:resnet81", 10, 3, image_size=(32, 32))
@@ -145,3 +145,127 @@ def test_a_vit_teacher_at_its_own_size_distils_into_a_cnn_at_the_datas(tmp_path)
     _, summary = train(cfg, log=lambda _: None)
     assert summary["teacher_test_acc"][0] == pytest.approx(teacher["best_test_acc"], abs=1e-6)  # its best checkpoint
     assert teacher["last_epoch_test_acc"] > 30 and summary["last_epoch_test_acc"] > 30  # chance: 10 %
+
+
+def _rgb_folder(root, size=40, per_class=3, classes=4):
+    """An image-folder dataset of random RGB PNGs, `classes` classes, `size` px square."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in range(classes):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(per_class):
+                arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(root / split / f"c{c}" / f"{i}.png")
+    return f"imagefolder:{root}"
+
+
+def test_eval_with_pretrained_path_gives_timms_logits_and_records_its_preprocessing(tmp_path):
+    """`pretrained=PATH` (a weights file made here, 4 classes) gives the logits of timm's own loading path,
+    timm.create_model(pretrained=True, pretrained_cfg_overlay=dict(file=PATH)), with timm's own eval transform
+    (resize to 224 / 0.95, center crop 224, bicubic, ImageNet mean/std) on the same 40-px PNGs; `kdlab eval`
+    records that preprocessing and reaches the same accuracy."""
+    from timm.data import create_transform, resolve_data_config
+    from torchvision.transforms.functional import to_pil_image
+
+    from kdlab.config import ModelConfig
+    from kdlab.data import load_dataset
+    from kdlab.experiment import evaluate_model
+    from kdlab.models.build import build_configured_model
+    from kdlab.views import Normalize, to_unit
+
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18", num_classes=4).state_dict(), weights)
+    spec = _rgb_folder(tmp_path / "rgb")
+    data = load_dataset(spec)
+    images = data.test.images
+    ref_model = timm.create_model(
+        "resnet18", num_classes=4, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights), num_classes=4)
+    ).eval()
+    transform = create_transform(**resolve_data_config(model=ref_model))
+    with torch.no_grad():
+        ref = ref_model(torch.stack([transform(to_pil_image(im)) for im in images]))
+    mcfg = ModelConfig(name="timm:resnet18", pretrained=str(weights))
+    built = build_configured_model(mcfg, 4, data.image_shape, data.mean, data.std, "model")
+    with torch.no_grad():
+        ours = built.model.eval()(Normalize(data.mean, data.std)(to_unit(images)))
+    # PIL rounds its resized image to uint8, kdlab resizes floats: within that rounding of one logit scale
+    assert (ours - ref).abs().max() < 0.02 * ref.abs().max()
+    assert torch.equal(ours.argmax(1), ref.argmax(1))
+    result = evaluate_model(mcfg, spec, device="cpu")
+    assert result["normalize"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    assert (result["input_size"], result["input_resize"], result["input_crop_pct"]) == ([224, 224], "bicubic", 0.95)
+    labels = data.test.labels
+    assert result["test_acc"] == pytest.approx(100 * (ref.argmax(1) == labels).float().mean().item())
+
+
+def test_pretrained_from_the_librarys_cache_and_a_one_line_error_without_it(tmp_path, monkeypatch, capsys):
+    """pretrained=true reads timm's Hugging Face cache and torchvision's torch hub cache, laid out here as the
+    libraries lay them out; with an empty cache the run exits 2 naming what to fetch and where, and nothing is
+    downloaded. A 1000-class head on 4-class data: a student starts a fresh head (fine-tuning), a teacher is
+    refused in one line."""
+    from kdlab.cli import main
+    from kdlab.config import ModelConfig
+    from kdlab.experiment import build_teacher
+    from kdlab.data import load_dataset
+    from kdlab.models.build import build_configured_model
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    spec = _rgb_folder(tmp_path / "rgb", size=16)
+    data = load_dataset(spec)
+    rc = main(["eval", "--model", "timm:resnet18", "--pretrained", "--data", spec])
+    err = capsys.readouterr().err
+    assert rc == 2 and "timm/resnet18.a1_in1k" in err and str(tmp_path / "hf") in err and len(err.splitlines()) == 1
+    # timm's cache layout: models--timm--resnet18.a1_in1k/snapshots/<rev>/model.safetensors + refs/main
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    source = timm.create_model("resnet18")
+    repo = tmp_path / "hf" / "models--timm--resnet18.a1_in1k"
+    (repo / "snapshots" / "abc").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc")
+    save_file(source.state_dict(), str(repo / "snapshots" / "abc" / "model.safetensors"))
+    student = build_configured_model(ModelConfig(name="timm:resnet18", pretrained=True), 4, (3, 16, 16),
+                                     data.mean, data.std, "student")  # fmt: skip
+    assert torch.equal(student.model.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
+    assert student.fresh_head == ["fc.weight"] and student.model.fc.out_features == 4
+    with pytest.raises(ConfigError, match="random head"):
+        build_teacher(ModelConfig(name="timm:resnet18", pretrained=True), data, "teacher")
+    # torchvision: the weights enum's file in TORCH_HOME/hub/checkpoints
+    rc = main(["eval", "--model", "torchvision:resnet18", "--pretrained", "--data", spec])
+    err = capsys.readouterr().err
+    assert rc == 2 and "resnet18-f37072fd.pth" in err and str(tmp_path / "torch") in err
+    tv_source = tv_models.resnet18()
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(tv_source.state_dict(), tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    tv = build_configured_model(ModelConfig(name="torchvision:resnet18", pretrained=True), 4, (3, 16, 16),
+                                data.mean, data.std, "student")  # fmt: skip
+    assert torch.equal(tv.model.conv1.weight, tv_source.conv1.weight) and tv.fresh_head == ["fc.weight", "fc.bias"]
+
+
+def test_a_pretrained_vit_teacher_records_its_own_normalisation_in_the_run(tmp_path):
+    """vit_tiny_patch16_224.augreg_in21k_ft_in1k normalises with 0.5 / 0.5, not ImageNet's statistics: a run
+    distilling from it (its weights file, 4 classes, at its own 224 px) into resnet8 at the data's 16 px writes
+    that into config.yaml."""
+    import yaml
+
+    name = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+    weights = tmp_path / "vit.pth"
+    torch.save(timm.create_model(name, num_classes=4, depth=2).state_dict(), weights)
+    spec = _rgb_folder(tmp_path / "rgb", size=16)
+    cfg = load_config(None, [f"data.dataset={spec}", "data.batch_size=4", "schedule.epochs=1", "student.name=resnet8",
+                             f"teacher.name=timm:{name}", f"teacher.pretrained={weights}", "teacher.kwargs={depth: 2}",
+                             "method.name=kd", f"output_dir={tmp_path}", "engine.progress=false",
+                             "engine.report=false"])  # fmt: skip
+    run_dir, summary = train(cfg, log=lambda _: None)
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())["teacher"]
+    assert saved["normalize"] == {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    assert (saved["input_size"], saved["input_resize"], saved["input_crop_pct"]) == ([224, 224], "bicubic", 0.9)
+    assert summary["epochs_done"] == 1

@@ -2,7 +2,8 @@
 any model by probing it.
 
 Both libraries are optional (`pip install kdlab[vision]`): they are imported only when a name asks for them.
-Pretrained weights are never downloaded: weights come from the model's `checkpoint`."""
+Pretrained weights are never downloaded: they come from the library's cache or a file (models/pretrained.py),
+or from the model's `checkpoint`."""
 
 from __future__ import annotations
 
@@ -21,15 +22,23 @@ def is_external(name: str) -> bool:
     return name.split(":", 1)[0] in LIBRARIES and ":" in name
 
 
-def create_external(name: str, num_classes: int, in_channels: int, kwargs: dict[str, Any]) -> nn.Module:
-    """The model `library:constructor` with `num_classes` outputs for `in_channels`-channel images, freshly
-    initialised (any `pretrained`/`weights` request is refused: weights come from the checkpoint)."""
+def create_external(
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    kwargs: dict[str, Any],
+    pretrained: bool | str | None = None,
+    what: str = "model",
+) -> tuple[nn.Module, list[str]]:
+    """The model `library:constructor` with `num_classes` outputs for `in_channels`-channel images: freshly
+    initialised, or with `pretrained` weights (true: the library's cache; a path: a weights file) loaded through
+    the library (models/pretrained.py). Returns (model, the keys of a pretrained head left fresh)."""
     library, _, constructor = name.partition(":")
     for key in ("pretrained", "weights", "pretrained_cfg_overlay"):
         if kwargs.get(key):
             raise ConfigError(
-                f"{name}: {key}={kwargs[key]!r} would download weights; kdlab never does — give the weights file "
-                "as the model's checkpoint instead"
+                f"{name}: kwargs.{key} is not how kdlab loads weights; set {what}.pretrained=true (the library's "
+                f"cache) or {what}.pretrained=PATH (a weights file)"
             )
     kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained", "weights")}
     try:
@@ -37,18 +46,32 @@ def create_external(name: str, num_classes: int, in_channels: int, kwargs: dict[
     except ImportError:
         raise ModelError(f"{name} needs {library}: pip install 'kdlab[vision]' (optional extra)") from None
     if library == "timm":
-        if constructor not in lib.list_models():
+        if constructor not in lib.list_models() and constructor.split(".")[0] not in lib.list_models():
             raise ModelError(f"timm has no model {constructor!r}{suggest(constructor, lib.list_models())}")
-        return lib.create_model(constructor, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
+        if pretrained:
+            from kdlab.models.pretrained import create_timm_pretrained
+
+            model = create_timm_pretrained(constructor, pretrained, num_classes, in_channels, kwargs)
+            head = model.pretrained_cfg.get("classifier")
+            heads = (head,) if isinstance(head, str) else tuple(head or ())
+            fresh = [] if model.pretrained_cfg.get("num_classes") == num_classes else [f"{h}.weight" for h in heads]
+            return model, fresh
+        return lib.create_model(
+            constructor, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs
+        ), []
     from torchvision import models
 
     names = models.list_models()
     if constructor not in names:
         raise ModelError(f"torchvision has no model {constructor!r}{suggest(constructor, names)}")
-    model = models.get_model(constructor, weights=None, num_classes=num_classes, **kwargs)
     if in_channels != 3:
         raise ModelError(f"{name} takes 3-channel images; the data has {in_channels} (use timm, which has in_chans)")
-    return model
+    model = models.get_model(constructor, weights=None, num_classes=num_classes, **kwargs)
+    if not pretrained:
+        return model, []
+    from kdlab.models.pretrained import load_matching, torchvision_pretrained_state
+
+    return model, load_matching(model, torchvision_pretrained_state(constructor, pretrained), f"{what} ({name})")
 
 
 def _is_map(value: object) -> bool:

@@ -30,7 +30,10 @@ def load_factory(spec: str) -> Any:
     if module_spec is None or module_spec.loader is None:
         raise ModelError(f"cannot import {path}")
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:  # the user's file: their error, named, not kdlab's internal one
+        raise ModelError(f"factory file {path} raised {type(e).__name__} when imported: {_first_line(e)}") from None
     if not hasattr(module, func):
         raise ModelError(f"{path} defines no function {func!r}")
     return getattr(module, func)
@@ -45,17 +48,38 @@ def build_model(
     taps: dict[str, str] | None = None,
     image_size: tuple[int, int] | None = None,
 ) -> tuple[nn.Module, dict[str, str]]:
-    """A model and its taps: zoo model `name`, a timm/torchvision model `timm:NAME` / `torchvision:NAME`
-    (models/external.py), or `factory(num_classes=…, **kwargs)`. A factory's or library model's taps not given
-    in config are found by probing it once (probe_taps)."""
+    """A model and its taps (construct_model without pretrained weights)."""
+    model, found, _ = construct_model(name, num_classes, in_channels, factory, kwargs, taps, image_size)
+    return model, found
+
+
+def construct_model(
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    factory: str | None = None,
+    kwargs: dict[str, Any] | None = None,
+    taps: dict[str, str] | None = None,
+    image_size: tuple[int, int] | None = None,
+    pretrained: bool | str | None = None,
+    what: str = "model",
+) -> tuple[nn.Module, dict[str, str], list[str]]:
+    """A model, its taps and the keys of a pretrained head left fresh: zoo model `name`, a timm/torchvision model
+    `timm:NAME` / `torchvision:NAME` (models/external.py, with `pretrained` weights: models/pretrained.py), or
+    `factory(num_classes=…, **kwargs)`. A factory's or library model's taps not given in config are found by
+    probing it once (probe_taps)."""
     kwargs = dict(kwargs or {})
+    fresh: list[str] = []
     if factory or is_external(name):
         if factory:
             fn = load_factory(factory)
             _check_kwargs(fn, factory, {"num_classes": num_classes, **kwargs})
-            model = fn(num_classes=num_classes, **kwargs)
+            try:
+                model = fn(num_classes=num_classes, **kwargs)
+            except Exception as e:
+                raise ModelError(f"factory {factory} raised {type(e).__name__}: {_first_line(e)}") from None
         else:
-            model = create_external(name, num_classes, in_channels, kwargs)
+            model, fresh = create_external(name, num_classes, in_channels, kwargs, pretrained, what)
         if not isinstance(model, nn.Module):
             raise ModelError(f"factory {factory} returned {type(model).__name__}, not an nn.Module")
         found = probe_taps(model, (in_channels, *image_size), num_classes) if image_size else {}
@@ -66,7 +90,11 @@ def build_model(
         all_taps = {**model_taps(name), **(taps or {})}
     for path in all_taps.values():
         get_module(model, path)  # fail now, with suggestions, not mid-training
-    return model, all_taps
+    return model, all_taps, fresh
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:300]
 
 
 def _check_kwargs(fn: Any, what: str, kwargs: dict[str, Any]) -> None:
