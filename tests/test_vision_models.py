@@ -209,8 +209,8 @@ def test_pretrained_from_the_librarys_cache_and_a_one_line_error_without_it(tmp_
     refused in one line."""
     from kdlab.cli import main
     from kdlab.config import ModelConfig
-    from kdlab.experiment import build_teacher
     from kdlab.data import load_dataset
+    from kdlab.experiment import build_teacher
     from kdlab.models.build import build_configured_model
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))

@@ -94,7 +94,7 @@ def build_configured_model(
         mcfg.kwargs,
         mcfg.taps,
         size,
-        pretrained=mcfg.pretrained if weights and not mcfg.checkpoint else None,  # the checkpoint replaces them
+        pretrained=None if not weights or mcfg.checkpoint else mcfg.pretrained,  # a checkpoint replaces them
         what=what,
     )
     own = parse_normalize(mcfg.normalize, what, image_shape[0])
