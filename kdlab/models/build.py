@@ -82,7 +82,8 @@ def build_configured_model(
     """The model `mcfg` describes (zoo name, timm/torchvision name or factory) for images of image_shape (C, H, W)
     that arrive normalised with the dataset's mean/std: adapted to its own normalisation and input size (resolved
     first by resolve_model_config), with its checkpoint loaded, else its pretrained weights (a checkpoint needs no
-    cached weights: `pretrained` then only brings the preprocessing), and checked to give `num_classes` logits. weights=False: the architecture only (a trained run's weights load afterwards)."""
+    cached weights: `pretrained` then only brings the preprocessing), and checked to give `num_classes` logits.
+    weights=False: the architecture only (a trained run's weights load afterwards)."""
     mcfg = resolve_model_config(mcfg, what)
     own_size = mcfg.own_size
     size = own_size or (int(image_shape[1]), int(image_shape[2]))
