@@ -194,6 +194,7 @@ def train(
     if not dist.is_main:
         log, progress = (lambda _: None), None  # rank 0 alone reports
     run = build_run(cfg)
+    cfg = run.cfg  # with the pretrained models' preprocessing written out: config.yaml and checkpoints record it
     if dist.active:
         if run.device.type == "cuda":
             run.device = torch.device("cuda", dist.local_rank)
@@ -202,7 +203,7 @@ def train(
     if resume_dir is None:
         if dist.is_main:
             run_dir = new_run_dir(cfg)
-            save_config(portable_paths(_with_resolved_method(run.cfg, run.method)), run_dir / "config.yaml")
+            save_config(portable_paths(_with_resolved_method(cfg, run.method)), run_dir / "config.yaml")
             atomic_write_json(run_dir / "provenance.json", provenance())
         run_dir = Path(dist.broadcast_object(str(run_dir) if dist.is_main else None))
     try:
@@ -275,6 +276,7 @@ def dry_run(cfg: RunConfig) -> dict[str, Any]:
     import tempfile
 
     run = build_run(cfg)
+    cfg = run.cfg  # with the pretrained models' preprocessing written out: config.yaml and checkpoints record it
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(cfg, run.method, run.data, Path(tmp), run.device, log=lambda _: None)
         first_terms = trainer.step_terms()

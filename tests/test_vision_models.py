@@ -5,6 +5,8 @@ torchvision 0.29.1 from this machine's disk, timm from the registry); without th
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -269,3 +271,93 @@ def test_a_pretrained_vit_teacher_records_its_own_normalisation_in_the_run(tmp_p
     assert saved["normalize"] == {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
     assert (saved["input_size"], saved["input_resize"], saved["input_crop_pct"]) == ([224, 224], "bicubic", 0.9)
     assert summary["epochs_done"] == 1
+
+
+def _method_names() -> list[str]:
+    from kdlab.methods import METHODS
+
+    return [n for n in METHODS.names() if n != "deit"]  # deit: its own tests above
+
+
+VIT_8PX = {"img_size": 8, "patch_size": 2, "embed_dim": 32, "depth": 4, "num_heads": 2}  # digits' 8 px: 4×4 tokens
+
+
+@pytest.fixture(scope="module")
+def tiny_teachers(tmp_path_factory):
+    """Untrained weights files: a tiny ViT and a resnet8 for digits (what is tested is that each pair runs)."""
+    from kdlab.models import create_model
+
+    root = tmp_path_factory.mktemp("teachers")
+    torch.manual_seed(0)
+    torch.save(timm.create_model("vit_tiny_patch16_224", num_classes=10, in_chans=1, **VIT_8PX).state_dict(),
+               root / "vit.pth")  # fmt: skip
+    torch.save(create_model("resnet8", 10, 1).state_dict(), root / "resnet8.pth")
+    return root
+
+
+@pytest.mark.parametrize("pair", ["cnn->vit", "vit->cnn", "vit->vit"])
+@pytest.mark.parametrize("method", _method_names())
+def test_every_method_with_a_vit_trains_or_exits_2_in_one_line(method, pair, tiny_teachers, tmp_path, capsys):
+    """Every method, with a ViT student, teacher or both (tokens without the class token become (B, C, 4, 4)
+    maps where a method reads maps): it trains one epoch, or stops with exit 2 and one line saying why. Never an
+    internal error (exit 3)."""
+    from kdlab.cli import main
+
+    vit = ["timm:vit_tiny_patch16_224", json.dumps(VIT_8PX)]
+    teacher, student = pair.split("->")
+    t = (
+        ["teacher.name=" + vit[0], "teacher.kwargs=" + vit[1], f"teacher.checkpoint={tiny_teachers / 'vit.pth'}"]
+        if teacher == "vit"
+        else ["teacher.name=resnet8", f"teacher.checkpoint={tiny_teachers / 'resnet8.pth'}"]
+    )
+    s = ["student.name=" + vit[0], "student.kwargs=" + vit[1]] if student == "vit" else ["student.name=resnet8"]
+    extra = {"crd": ["method.nce_k=32"], "mlkd": ["views.strong=randaugment"]}.get(method, [])
+    rc = main(["distill", *digits_overrides(tmp_path, 1), "data.train_per_class=8", "data.test_per_class=4",
+               f"method.name={method}", *t, *s, *extra])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    refused = REFUSED.get((method, pair))
+    if refused is None:
+        assert rc == 0, f"exit {rc}: {err}"
+    else:
+        assert rc == 2 and len(err.splitlines()) == 1 and refused in err, f"exit {rc}: {err}"
+
+
+# What cannot mean anything on a ViT, and the line that says why: OFD and ReviewKD read pre-activation maps
+# (a BatchNorm before a ReLU), which a transformer block has not; KDSVD matches singular vectors along the
+# map's width, which a 4×4 token grid and resnet8's 8-wide first stage do not share; a shared head (SimKD, ATSC)
+# reuses the teacher's classifier on its pooled map, which a class-token ViT's classifier never read.
+REFUSED = {
+    **{("ofd", p): "pre-activation taps" for p in ("cnn->vit", "vit->cnn", "vit->vit")},
+    **{("reviewkd", p): "declares no tap" for p in ("vit->cnn", "vit->vit")},
+    **{("kdsvd", p): "along the map's width" for p in ("cnn->vit", "vit->cnn")},
+    **{(m, p): "class token" for m in ("simkd", "atsc") for p in ("vit->cnn", "vit->vit")},
+}
+
+
+def test_vit_tokens_are_read_as_patch_maps():
+    """The taps probed on a timm ViT (class token), a DeiT-distilled one (class + distillation tokens) and a
+    torchvision ViT: the feature is the final norm's tokens and four stages are evenly spaced blocks; each reads
+    as (B, C, h, w) of the patch tokens alone, in row-major patch order."""
+    from kdlab.models.features import FeatureExtractor
+    from kdlab.models.loading import build_model
+
+    x = torch.randn(2, 1, 8, 8)
+    for name, prefix in (("vit_tiny_patch16_224", 1), ("deit_tiny_distilled_patch16_224", 2)):
+        model, taps = build_model(f"timm:{name}", 10, 1, kwargs=VIT_8PX, image_size=(8, 8))
+        assert taps["feature"] == "norm" and taps["stem"] == "patch_embed"
+        assert [taps[f"stage{k}"] for k in range(1, 5)] == ["blocks.0", "blocks.1", "blocks.2", "blocks.3"]
+        model.eval()
+        with FeatureExtractor(model, [taps["feature"], "patch_embed"]) as fx:
+            _, feats = fx(x)
+        tokens = model.forward_features(x)  # (2, prefix + 16, 32)
+        assert tokens.shape[1] == prefix + 16
+        expected = tokens[:, prefix:].reshape(2, 4, 4, 32).permute(0, 3, 1, 2)
+        assert torch.allclose(feats["norm"], expected) and feats["patch_embed"].shape == (2, 32, 4, 4)
+    model, taps = build_model("torchvision:vit_b_16", 10, 3, kwargs={"image_size": 32}, image_size=(32, 32))
+    assert taps["feature"] == "encoder" and taps["stem"] == "conv_proj"
+    assert [taps[f"stage{k}"] for k in range(1, 5)] == [f"encoder.layers.encoder_layer_{i}" for i in (2, 5, 8, 11)]
+    with FeatureExtractor(model.eval(), ["encoder"]) as fx:
+        _, feats = fx(torch.randn(2, 3, 32, 32))
+    assert feats["encoder"].shape == (2, 768, 2, 2)
+    with pytest.raises(ModelError, match="patch_size"):  # the library's own TypeError, as the user's error
+        build_model("torchvision:vit_b_16", 10, 3, kwargs={"patch_size": 2}, image_size=(32, 32))

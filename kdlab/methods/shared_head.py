@@ -20,6 +20,7 @@ from kdlab.losses import align_spatial
 from kdlab.methods.base import Distiller, Teacher, kept_modes, over_views
 from kdlab.metrics.attention import class_summed_map
 from kdlab.models.features import FeatureExtractor, get_module
+from kdlab.models.tokens import token_layout
 from kdlab.views import TrainBatch
 
 
@@ -53,6 +54,21 @@ def map_path(taps: dict[str, str], who: str) -> str:
     if path is None:
         raise ConfigError(f"a shared-head method needs the {who}'s feature tap: {who}.taps.feature=MODULE_PATH")
     return path
+
+
+def _check_head_reads_the_map(model: nn.Module) -> None:
+    """A shared head classifies the pooled map; a ViT that classifies its class token instead (timm's
+    global_pool='token', torchvision's ViT) has a classifier that never read that map: refused in one line."""
+    layout = token_layout(model)
+    if layout is None or layout[0] == 0:
+        return
+    pool = getattr(model, "global_pool", "token")
+    if pool not in ("avg", "avgmax", "max"):
+        raise ConfigError(
+            f"a shared-head method reuses the teacher's classifier on its pooled patch map, but this ViT teacher "
+            f"classifies its class token (global_pool={pool!r}); use a teacher trained with "
+            "teacher.kwargs.global_pool=avg, or another method"
+        )
 
 
 def shared_logits(
@@ -112,6 +128,7 @@ class SharedHeadDistiller(Distiller):
             if "classifier" not in t.taps:
                 raise ConfigError("a shared-head method needs the teacher's classifier: teacher.taps.classifier=PATH")
             self.classifier_of(t)  # a Linear, or a clear error now
+            _check_head_reads_the_map(t.model)
         s_shape, t_shapes = self._probe()
         self.s_size = (int(s_shape[-2]), int(s_shape[-1]))
         self.t_sizes = [(int(s[-2]), int(s[-1])) for s in t_shapes]

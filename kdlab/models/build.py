@@ -25,10 +25,14 @@ from kdlab.models.pretrained import preprocessing_of
 def resolve_model_config(mcfg: ModelConfig, what: str) -> ModelConfig:
     """`mcfg` with a pretrained model's preprocessing filled in where unset (null): normalize ← its mean/std,
     input_size ← its size, input_resize ← its interpolation, input_crop_pct ← its crop fraction (only with its
-    own size: a size the user chose is resized to whole). Without `pretrained`: unchanged (the dataset's
-    statistics and size, bilinear, no crop)."""
+    own size: a size the user chose is resized to whole). Without `pretrained`: the dataset's statistics and
+    size, bilinear, no crop."""
     if not mcfg.pretrained:
-        return mcfg
+        return dataclasses.replace(
+            mcfg,
+            normalize="dataset" if mcfg.normalize is None else mcfg.normalize,
+            input_resize=mcfg.input_resize or "bilinear",
+        )
     if mcfg.factory or not is_external(mcfg.name):
         raise ConfigError(
             f"{what}.pretrained is for timm:NAME / torchvision:NAME models; {mcfg.label} takes its weights from "

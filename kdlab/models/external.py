@@ -7,12 +7,15 @@ or from the model's `checkpoint`."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
 from kdlab.errors import ConfigError, ModelError, suggest
+from kdlab.models.tokens import token_blocks, token_layout
 
 LIBRARIES = ("timm", "torchvision")
 
@@ -51,14 +54,15 @@ def create_external(
         if pretrained:
             from kdlab.models.pretrained import create_timm_pretrained
 
-            model = create_timm_pretrained(constructor, pretrained, num_classes, in_channels, kwargs)
+            with _kwargs_are_the_users(name):
+                model = create_timm_pretrained(constructor, pretrained, num_classes, in_channels, kwargs)
             head = model.pretrained_cfg.get("classifier")
             heads = (head,) if isinstance(head, str) else tuple(head or ())
             fresh = [] if model.pretrained_cfg.get("num_classes") == num_classes else [f"{h}.weight" for h in heads]
             return model, fresh
-        return lib.create_model(
-            constructor, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs
-        ), []
+        with _kwargs_are_the_users(name):
+            model = lib.create_model(constructor, num_classes=num_classes, in_chans=in_channels, **kwargs)
+        return model, []
     from torchvision import models
 
     names = models.list_models()
@@ -66,12 +70,22 @@ def create_external(
         raise ModelError(f"torchvision has no model {constructor!r}{suggest(constructor, names)}")
     if in_channels != 3:
         raise ModelError(f"{name} takes 3-channel images; the data has {in_channels} (use timm, which has in_chans)")
-    model = models.get_model(constructor, weights=None, num_classes=num_classes, **kwargs)
+    with _kwargs_are_the_users(name):
+        model = models.get_model(constructor, weights=None, num_classes=num_classes, **kwargs)
     if not pretrained:
         return model, []
     from kdlab.models.pretrained import load_matching, torchvision_pretrained_state
 
     return model, load_matching(model, torchvision_pretrained_state(constructor, pretrained), f"{what} ({name})")
+
+
+@contextlib.contextmanager
+def _kwargs_are_the_users(name: str) -> Iterator[None]:
+    """A TypeError from a library constructor is a kwarg it does not take: the user's error, in one line."""
+    try:
+        yield
+    except TypeError as e:
+        raise ModelError(f"{name} does not take these kwargs: {str(e).splitlines()[0][:300]}") from None
 
 
 def _is_map(value: object) -> bool:
@@ -84,7 +98,8 @@ _POOLING = ("Pool",)  # module class names that pool a map away (AdaptiveAvgPool
 @torch.no_grad()
 def probe_taps(model: nn.Module, image_shape: tuple[int, int, int], num_classes: int) -> dict[str, str]:
     """Taps found by running the model once on zeros (B = 2): `feature` — the last map (B, C, H, W) produced
-    before pooling, named by its outermost module that returns that very tensor (e.g. `layer4`, `features`);
+    before pooling (on a ViT its last token sequence, read as a patch map: models/tokens.py), named by its
+    outermost module that returns that very tensor (e.g. `layer4`, `features`, `norm`);
     `classifier` — the last Linear layer with `num_classes` outputs. Roles not found are left out."""
     outputs: dict[str, object] = {}
     order: list[str] = []
@@ -110,6 +125,8 @@ def probe_taps(model: nn.Module, image_shape: tuple[int, int, int], num_classes:
     modules = dict(model.named_modules())
     taps: dict[str, str] = {}
     maps = [p for p in order if _is_map(outputs[p]) and not any(k in type(modules[p]).__name__ for k in _POOLING)]
+    if token_layout(model) is not None:  # a ViT: its last token sequence (the final norm's), read as a patch map
+        maps = [p for p in order if isinstance(outputs[p], torch.Tensor) and outputs[p].dim() == 3]
     if maps:
         last = maps[-1]
         parts = last.split(".")
@@ -125,8 +142,14 @@ def probe_taps(model: nn.Module, image_shape: tuple[int, int, int], num_classes:
 
 
 def stage_taps(model: nn.Module) -> dict[str, str]:
-    """`stem`, `stage1`… for feature methods that read intermediate stages: timm's `feature_info` (its stem,
-    then one module per reduction), else children named layer1, layer2, … (torchvision's ResNets)."""
+    """`stem`, `stage1`… for feature methods that read intermediate stages: on a ViT four evenly spaced blocks;
+    timm's `feature_info` (its stem, then one module per reduction); else children named layer1, layer2, …
+    (torchvision's ResNets)."""
+    blocks = token_blocks(model) if token_layout(model) is not None else []
+    if blocks:  # a ViT: four stages at evenly spaced blocks (the last is the last block), the patch embedding
+        picks = [blocks[max(0, round(k * len(blocks) / 4) - 1)] for k in range(1, 5)]
+        stem = "patch_embed" if hasattr(model, "patch_embed") else "conv_proj"
+        return {"stem": stem, **{f"stage{k}": b for k, b in enumerate(picks, 1)}}
     info = getattr(model, "feature_info", None)
     if isinstance(info, list) and info and all(isinstance(i, dict) and "module" in i for i in info):
         return {"stem": info[0]["module"], **{f"stage{k}": i["module"] for k, i in enumerate(info[1:], 1)}}

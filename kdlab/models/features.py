@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from kdlab.errors import ModelError, suggest
+from kdlab.models.tokens import token_layout, tokens_to_map
 
 INPUT_SUFFIX = ":in"  # a tap `path:in` records the module's input instead of its output (a pre-activation map)
 
@@ -27,10 +28,12 @@ class FeatureExtractor:
 
     `logits, feats = extractor(x)` runs the plain forward and returns {path: tensor}. Tuple outputs keep
     their first element. A path ending in `:in` records a copy of the module's first input (the copy survives an
-    in-place activation). Use `close()` (or a `with` block) to remove the hooks."""
+    in-place activation). On a vision transformer, token outputs (B, N, C) come back as patch maps (B, C, h, w)
+    (models/tokens.py). Use `close()` (or a `with` block) to remove the hooks."""
 
     def __init__(self, model: nn.Module, paths: Iterable[str]):
         self.model = model
+        self.tokens = token_layout(model)
         self.paths = list(dict.fromkeys(paths))
         self._outputs: dict[str, torch.Tensor] = {}
         self._handles = [
@@ -51,6 +54,8 @@ class FeatureExtractor:
         def record(_module: nn.Module, _inputs: object, output: object) -> None:
             value = output[0] if isinstance(output, tuple | list) else output
             if isinstance(value, torch.Tensor):
+                if self.tokens is not None and value.dim() == 3:
+                    value = tokens_to_map(value, *self.tokens)
                 self._outputs[path] = value
 
         return record
