@@ -48,7 +48,7 @@ def resolve_model_config(mcfg: ModelConfig, what: str) -> ModelConfig:
         mcfg,
         normalize=mcfg.normalize if mcfg.normalize is not None else {"mean": list(pre.mean), "std": list(pre.std)},
         input_size=list(pre.size) if own_size else mcfg.input_size,
-        input_resize=mcfg.input_resize or pre.interpolation,
+        input_resize=mcfg.input_resize or pre.interpolation,  # type: ignore[arg-type]  # bilinear | bicubic
         input_crop_pct=mcfg.input_crop_pct if mcfg.input_crop_pct is not None else (pre.crop_pct if own_size else 1.0),
     )
 

@@ -56,9 +56,10 @@ def create_external(
 
             with _kwargs_are_the_users(name):
                 model = create_timm_pretrained(constructor, pretrained, num_classes, in_channels, kwargs)
-            head = model.pretrained_cfg.get("classifier")
+            cfg: dict[str, Any] = getattr(model, "pretrained_cfg", {})  # a dict, not a module
+            head = cfg.get("classifier")
             heads = (head,) if isinstance(head, str) else tuple(head or ())
-            fresh = [] if model.pretrained_cfg.get("num_classes") == num_classes else [f"{h}.weight" for h in heads]
+            fresh = [] if cfg.get("num_classes") == num_classes else [f"{h}.weight" for h in heads]
             return model, fresh
         with _kwargs_are_the_users(name):
             model = lib.create_model(constructor, num_classes=num_classes, in_chans=in_channels, **kwargs)
@@ -126,7 +127,7 @@ def probe_taps(model: nn.Module, image_shape: tuple[int, int, int], num_classes:
     taps: dict[str, str] = {}
     maps = [p for p in order if _is_map(outputs[p]) and not any(k in type(modules[p]).__name__ for k in _POOLING)]
     if token_layout(model) is not None:  # a ViT: its last token sequence (the final norm's), read as a patch map
-        maps = [p for p in order if isinstance(outputs[p], torch.Tensor) and outputs[p].dim() == 3]
+        maps = [p for p in order if isinstance(t := outputs[p], torch.Tensor) and t.dim() == 3]
     if maps:
         last = maps[-1]
         parts = last.split(".")

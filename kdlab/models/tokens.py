@@ -26,7 +26,7 @@ def token_layout(model: nn.Module) -> tuple[int, tuple[int, int] | None] | None:
         dynamic = getattr(patch_embed, "dynamic_img_size", False) or getattr(model, "dynamic_img_size", False)
         return model.num_prefix_tokens, (tuple(int(g) for g in grid) if grid and not dynamic else None)  # type: ignore[return-value]
     if type(model).__name__ == "VisionTransformer" and hasattr(model, "class_token") and hasattr(model, "encoder"):
-        side = int(model.image_size) // int(model.patch_size)
+        side = int(getattr(model, "image_size")) // int(getattr(model, "patch_size"))  # noqa: B009 (ints, not modules)
         return 1, (side, side)
     return None
 
