@@ -199,7 +199,10 @@ def test_ctrl_c_names_the_folder_to_resume_and_logs_are_not_wrapped(tmp_path):
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "kdlab", "train", *DIGITS, f"output_dir={tmp_path}", "schedule.epochs=500",
            f"name={LONG}", "engine.eval_every=100"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A test run started in the background of a non-interactive shell inherits SIGINT ignored (POSIX), and an
+    # ignored signal stays ignored across exec: the child would never see Ctrl-C. Give it the default back.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.time() + 120
     while not (tmp_path / LONG / "checkpoints" / "last.safetensors").is_file() and time.time() < deadline:
         time.sleep(0.2)
