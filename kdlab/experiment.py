@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from kdlab.assembly import build_trainer
 from kdlab.config import (
@@ -39,7 +38,7 @@ from kdlab.errors import CheckpointError, ConfigError, KdlabError
 from kdlab.io import atomic_write_json
 from kdlab.methods import Distiller, Teacher, build_method
 from kdlab.methods.base import resolve_method_params
-from kdlab.models.build import build_configured_model, resolve_model_config
+from kdlab.models.build import BuiltModel, build_configured_model, resolve_model_config
 from kdlab.typed_config import from_dict
 
 
@@ -87,11 +86,10 @@ def build_teacher(mcfg: ModelConfig, data: ImageDataset, label: str, normalized_
     return Teacher(built.model, built.taps, label)
 
 
-def build_student(mcfg: ModelConfig, data: ImageDataset) -> tuple[nn.Module, dict[str, str]]:
+def build_student(mcfg: ModelConfig, data: ImageDataset) -> BuiltModel:
     """The student with its pretrained weights and checkpoint loaded, if any (a pretrained head for another number
-    of classes starts fresh: fine-tuning)."""
-    built = build_configured_model(mcfg, data.num_classes, data.image_shape, data.mean, data.std, "student")
-    return built.model, built.taps
+    of classes starts fresh: fine-tuning; BuiltModel.fresh_head names it)."""
+    return build_configured_model(mcfg, data.num_classes, data.image_shape, data.mean, data.std, "student")
 
 
 @dataclass
@@ -100,6 +98,7 @@ class Run:
     data: ImageDataset
     method: Distiller
     device: torch.device
+    notes: list[str] = dataclasses.field(default_factory=list)  # what building did that a user should hear
 
 
 def resolve_models(cfg: RunConfig) -> RunConfig:
@@ -128,13 +127,20 @@ def build_run(cfg: RunConfig) -> Run:
         d.dataset, d.cache_dir, d.train_per_class, d.test_per_class, d.stream, d.memory_budget_gb, d.image_size
     )
     torch.manual_seed(cfg.seed)
-    student, student_taps = build_student(cfg.student, data)
+    built = build_student(cfg.student, data)
+    student, student_taps = built.model, built.taps
+    notes = []
+    if built.fresh_head:
+        notes.append(
+            f"student: pretrained weights loaded; its head ({', '.join(built.fresh_head)}) starts fresh for the "
+            f"data's {data.num_classes} classes"
+        )
     teachers = [
         build_teacher(t, data, "teacher" if t is cfg.teacher else f"teachers[{i}]")
         for i, t in enumerate(teacher_configs(cfg))
     ]
     method = build_method(cfg.method, student, teachers, student_taps, data.image_shape)
-    return Run(cfg, data, method, device)
+    return Run(cfg, data, method, device, notes)
 
 
 def default_run_name(cfg: RunConfig) -> str:
@@ -195,6 +201,8 @@ def train(
         log, progress = (lambda _: None), None  # rank 0 alone reports
     run = build_run(cfg)
     cfg = run.cfg  # with the pretrained models' preprocessing written out: config.yaml and checkpoints record it
+    for note in run.notes:
+        log(note)
     if dist.active:
         if run.device.type == "cuda":
             run.device = torch.device("cuda", dist.local_rank)
@@ -276,13 +284,14 @@ def dry_run(cfg: RunConfig) -> dict[str, Any]:
     import tempfile
 
     run = build_run(cfg)
-    cfg = run.cfg  # with the pretrained models' preprocessing written out: config.yaml and checkpoints record it
+    cfg = run.cfg  # with the pretrained models' preprocessing written out
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(cfg, run.method, run.data, Path(tmp), run.device, log=lambda _: None)
         first_terms = trainer.step_terms()
     n_params = sum(p.numel() for p in run.method.student.parameters())
     return {
         "dataset": cfg.data.dataset,
+        "notes": run.notes,
         "classes": run.data.num_classes,
         "image_shape": list(run.data.image_shape),
         "train_images": len(run.data.train),

@@ -361,3 +361,24 @@ def test_vit_tokens_are_read_as_patch_maps():
     assert feats["encoder"].shape == (2, 768, 2, 2)
     with pytest.raises(ModelError, match="patch_size"):  # the library's own TypeError, as the user's error
         build_model("torchvision:vit_b_16", 10, 3, kwargs={"patch_size": 2}, image_size=(32, 32))
+
+
+def test_kdlab_train_fine_tunes_a_pretrained_model_with_a_fresh_head(tmp_path, capsys):
+    """`kdlab train` with student.pretrained=PATH (a 7-class weights file) on 4-class data: the body starts from
+    the file (at lr 1e-9 it stays there), the head is new and sized for the data, and the run says so."""
+    from kdlab.checkpoint import load_tensors
+    from kdlab.cli import main
+
+    torch.manual_seed(0)
+    source = timm.create_model("resnet10t", num_classes=7)
+    torch.save(source.state_dict(), tmp_path / "r10t.pth")
+    spec = _rgb_folder(tmp_path / "rgb", size=16)
+    rc = main(["train", f"data.dataset={spec}", "data.batch_size=8", "schedule.epochs=1", "optim.lr=1e-9",
+               "optim.weight_decay=0", "student.name=timm:resnet10t", f"student.pretrained={tmp_path / 'r10t.pth'}",
+               "student.input_size=16", f"output_dir={tmp_path}", "name=ft", "--no-progress"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0 and "head (fc.weight) starts fresh for the data's 4 classes" in out
+    weights, _ = load_tensors(tmp_path / "ft" / "checkpoints" / "last.safetensors")
+    body = weights["model.student.conv1.0.weight"]
+    assert torch.allclose(body, source.conv1[0].weight, atol=1e-6)
+    assert weights["model.student.fc.weight"].shape == (4, source.fc.in_features)
