@@ -288,3 +288,58 @@ def test_streaming_needs_a_folder_and_crops_other_sizes(tmp_path):
     a, b = decode_fixed(f, 16, 3, random.Random(1)), decode_fixed(f, 16, 3, random.Random(1))
     assert a.shape == (3, 16, 16) and a.dtype == np.uint8 and np.array_equal(a, b)  # seeded crop
     assert decode_fixed(f, 16, 3, None).shape == (3, 16, 16)  # test: resize + centre crop
+
+
+def test_a_prepared_store_trains_as_its_source_and_resumes_exactly(cifar10_folder, tmp_path):
+    """`kdlab prepare` of a CIFAR-10 JPEG folder (32 px ≤ --max-side: every file kept byte for byte) gives the
+    in-memory dataset's classes, labels and statistics, the same epoch as the in-memory run, and a run stopped
+    after epoch 1 and resumed ends where the uninterrupted one does."""
+    import tarfile
+
+    from kdlab.cli import main
+    from kdlab.config import load_config
+    from kdlab.experiment import train
+
+    out = tmp_path / "prep"
+    assert main(["prepare", f"imagefolder:{cifar10_folder}", str(out), "--shard-images", "128", "--workers", "1"]) == 0
+    manifest = json.loads((out / "kdlab-prepared.json").read_text())
+    assert manifest["images"] == {"train": 300, "test": 100} and len(manifest["shards"]["train"]) == 3
+    with tarfile.open(out / "train-000000.tar") as tar:  # WebDataset's layout: KEY.jpg + KEY.cls per sample
+        names = tar.getnames()[:2]
+    assert sorted(names) == ["000000000.cls", "000000000.jpg"]
+    memory = load_dataset(f"imagefolder:{cifar10_folder}", stream="off")
+    prepared = load_dataset(f"prepared:{out}")
+    assert prepared.classes == memory.classes and prepared.image_shape == (3, 32, 32)
+    assert torch.equal(prepared.train.labels, memory.train.labels) and prepared.mean == pytest.approx(memory.mean)
+
+    def run(spec: str, name: str, epochs: int, stop: int | None = None, resume=None) -> dict:
+        cfg = load_config(None, [f"data.dataset={spec}", "data.workers=2", "student.name=resnet8",
+                                 "schedule.kind=cosine", f"schedule.epochs={epochs}", "engine.progress=false",
+                                 "engine.report=false", f"output_dir={tmp_path}", f"name={name}"])  # fmt: skip
+        run_dir, _ = train(cfg, resume, stop_after_epoch=stop, log=lambda _: None)
+        last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+        return {k: v for k, v in last.items() if k not in ("epoch_time_s", "images_per_s")}
+
+    assert run(f"prepared:{out}", "prep", 1) == run(f"imagefolder:{cifar10_folder}", "memory", 1)
+    straight = run(f"prepared:{out}", "straight", 2)
+    run(f"prepared:{out}", "stopped", 2, stop=1)
+    assert run(f"prepared:{out}", "stopped", 2, resume=tmp_path / "stopped") == straight
+
+
+def test_prepare_resizes_larger_images_and_refuses_a_used_folder(tmp_path):
+    """Images over --max-side are stored resized (longer side = max side, JPEG); a prepared folder is not
+    overwritten; a folder that is not prepared is named in one line."""
+    from kdlab.data.prepared import prepare
+
+    _write_tree(tmp_path / "tree", size=(40, 24))
+    prepare(f"imagefolder:{tmp_path / 'tree'}", tmp_path / "p", max_side=20, quality=95, workers=1)
+    d = load_dataset(f"prepared:{tmp_path / 'p'}", image_size=12)
+    from PIL import Image
+
+    with Image.open(d.train.source(0)) as img:
+        assert img.format == "JPEG" and img.size == (20, 12)
+    assert d.image_shape == (3, 12, 12) and len(d.train) == 6
+    with pytest.raises(DataError, match="already holds"):
+        prepare(f"imagefolder:{tmp_path / 'tree'}", tmp_path / "p", workers=1)
+    with pytest.raises(DataError, match="not a prepared dataset"):
+        load_dataset(f"prepared:{tmp_path / 'tree'}")

@@ -2,7 +2,8 @@
 
 Specs: `digits` (embedded), `cifar10:PATH`, `cifar100:PATH` (the official python folder, or a JPEG/PNG
 ImageFolder tree or archive), `imagefolder:PATH`, `tinyimagenet:PATH`, `mnist:PATH` (idx files or an
-ImageFolder). A bare existing PATH is detected by its layout.
+ImageFolder), `prepared:PATH` (`kdlab prepare`'s WebDataset shards, always streamed: data/prepared.py). A bare
+existing PATH is detected by its layout.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from kdlab.data import readers
 from kdlab.data.dataset import ImageDataset, ImageSplit, channel_stats
 from kdlab.errors import DataError, suggest
 
-KINDS = ("digits", "cifar10", "cifar100", "imagefolder", "tinyimagenet", "mnist")
+KINDS = ("digits", "cifar10", "cifar100", "imagefolder", "tinyimagenet", "mnist", "prepared")
 CACHE_VERSION = 1
 
 
@@ -119,6 +120,10 @@ def load_dataset(
     kind, root = parse_spec(spec)
     if stream not in ("auto", "on", "off"):
         raise DataError(f"data.stream must be auto, on or off, got {stream!r}")
+    if kind == "prepared" and root is not None:
+        from kdlab.data.prepared import open_prepared
+
+        return open_prepared(root, image_size, train_per_class, test_per_class)  # a StreamingDataset
     if root is not None and stream != "off" and kind in ("imagefolder", "auto", "cifar10", "cifar100"):
         from kdlab.data import streaming
 

@@ -8,6 +8,7 @@ in-memory loader, so a folder of already-sized images (CIFAR as JPEG) gives the 
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import random
@@ -26,18 +27,30 @@ from kdlab.errors import DataError
 
 @dataclass
 class FileSplit:
-    """One split on disk: image `files` and int64 `labels` (N,)."""
+    """One split on disk: image `files` and int64 `labels` (N,); with `spans` (N, 2) int64, sample i is the
+    bytes [offset, offset + length) of files[i] (a shard of a prepared dataset: data/prepared.py)."""
 
     files: list[str]
     labels: torch.Tensor
+    spans: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def source(self, i: int) -> str | io.BytesIO:
+        """What Pillow opens for sample i: its file, or its bytes read from the shard."""
+        if self.spans is None:
+            return self.files[i]
+        offset, length = self.spans[i].tolist()
+        with open(self.files[i], "rb") as f:
+            f.seek(offset)
+            return io.BytesIO(f.read(length))
+
     def first_per_class(self, k: int, num_classes: int) -> FileSplit:
         keep = first_per_class_mask(self.labels, k, num_classes)
         idx = torch.nonzero(keep).flatten().tolist()
-        return FileSplit([self.files[i] for i in idx], self.labels[keep])
+        spans = self.spans[keep] if self.spans is not None else None
+        return FileSplit([self.files[i] for i in idx], self.labels[keep], spans)
 
 
 @dataclass
@@ -88,7 +101,7 @@ def index_image_tree(root: Path) -> tuple[list[str], FileSplit, FileSplit]:
     return classes, splits[0], splits[1]
 
 
-def decode_fixed(path: str, size: int, channels: int, rng: random.Random | None) -> np.ndarray:
+def decode_fixed(path: str | io.BytesIO, size: int, channels: int, rng: random.Random | None) -> np.ndarray:
     """One file → uint8 (channels, size, size). A file already size×size is only decoded. Otherwise, with an
     `rng` (training): RandomResizedCrop (scale 0.08–1, ratio 3/4–4/3); without: resize the shorter side to
     size/0.875 and centre-crop."""
@@ -110,7 +123,8 @@ def decode_fixed(path: str, size: int, channels: int, rng: random.Random | None)
                     img = img.crop((left, top, left + size, top + size))
             arr = np.asarray(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"image {path} is unreadable or corrupt ({e}); remove or replace it") from None
+        where = path if isinstance(path, str) else "of a prepared shard"
+        raise DataError(f"image {where} is unreadable or corrupt ({e}); remove or replace it") from None
     return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
 
 
@@ -136,7 +150,7 @@ class _Files(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         rng = random.Random(self.epoch_seed * 1_000_003 + i) if self.train else None
-        img = decode_fixed(self.split.files[i], self.size, self.channels, rng)
+        img = decode_fixed(self.split.source(i), self.size, self.channels, rng)
         return torch.from_numpy(img), int(self.split.labels[i]), i
 
 
@@ -169,7 +183,7 @@ class StreamingLoader(IndexBatches):
         batches = [b.tolist() for b in self.index_batches()]
         # Crops are drawn in the workers from a seed taken from the run's generator (resumable); a folder of
         # already-sized images draws nothing, keeping the generator in step with the in-memory loader.
-        needs_crops = self.train and _size_of(self.split.files[0]) != (self.data.size, self.data.size)
+        needs_crops = self.train and _size_of(self.split.source(0)) != (self.data.size, self.data.size)
         seed = int(torch.randint(2**31, (1,), generator=self.generator, device=self.device)) if needs_crops else 0
         loader = torch.utils.data.DataLoader(
             _Files(self.split, self.data.size, self.data.channels, self.train, seed),
@@ -186,7 +200,7 @@ class StreamingLoader(IndexBatches):
             )
 
 
-def _size_of(path: str) -> tuple[int, int]:
+def _size_of(path: str | io.BytesIO) -> tuple[int, int]:
     from PIL import Image
 
     with Image.open(path) as img:
@@ -200,7 +214,7 @@ def _first_image_facts(train: FileSplit) -> tuple[int, tuple[int, int]]:
     """(channels, (width, height)) of the first training image."""
     from PIL import Image
 
-    with Image.open(train.files[0]) as first:
+    with Image.open(train.source(0)) as first:
         return (1 if first.mode in ("L", "1", "I;16", "I", "F", "LA") else 3), first.size
 
 
@@ -217,7 +231,7 @@ def open_streaming(
     channels, first_size = _first_image_facts(train)
     size = size or min(first_size)
     step = max(1, len(train) // 2000)
-    sample = np.stack([decode_fixed(f, size, channels, None) for f in train.files[::step]])
+    sample = np.stack([decode_fixed(train.source(i), size, channels, None) for i in range(0, len(train), step)])
     mean, std = channel_stats(torch.from_numpy(sample))
     return StreamingDataset(name, train, test, classes, mean, std, size, channels)
 
