@@ -339,6 +339,11 @@ def test_prepare_resizes_larger_images_and_refuses_a_used_folder(tmp_path):
     with Image.open(d.train.source(0)) as img:
         assert img.format == "JPEG" and img.size == (20, 12)
     assert d.image_shape == (3, 12, 12) and len(d.train) == 6
+    from kdlab.data.check import check_dataset
+
+    report = check_dataset(f"prepared:{tmp_path / 'p'}")  # `kdlab data check` hashes the stored images
+    assert report["train"] == 6 and report["duplicates"] == {"within_train": 0, "within_test": 0,
+                                                              "test_images_also_in_train": 0}  # fmt: skip
     with pytest.raises(DataError, match="already holds"):
         prepare(f"imagefolder:{tmp_path / 'tree'}", tmp_path / "p", workers=1)
     with pytest.raises(DataError, match="not a prepared dataset"):

@@ -14,11 +14,23 @@ def _hashes(images: torch.Tensor) -> list[str]:
     return [hashlib.blake2b(img.numpy().tobytes(), digest_size=12).hexdigest() for img in images]
 
 
+def _stored_hashes(split: Any) -> list[str]:
+    """Hashes of a streamed split's stored files (or byte spans of a prepared dataset's shards)."""
+    out = []
+    for i in range(len(split)):
+        src = split.source(i)
+        data = src.getvalue() if hasattr(src, "getvalue") else open(src, "rb").read()  # noqa: SIM115
+        out.append(hashlib.blake2b(data, digest_size=12).hexdigest())
+    return out
+
+
 def check_dataset(spec: str, cache_dir: str | None = None) -> dict[str, Any]:
     """Load `spec` (raising DataError with the reason if it is unusable) and describe it: sizes, image shape
-    and mode, per-class counts per split, and exact duplicate images within and across splits."""
+    and mode, per-class counts per split, and exact duplicate images within and across splits (for streamed
+    and prepared data: duplicate stored files)."""
     d = load_dataset(spec, cache_dir)
-    train_h, test_h = _hashes(d.train.images), _hashes(d.test.images)
+    hashes = _stored_hashes if not hasattr(d.train, "images") else (lambda split: _hashes(split.images))
+    train_h, test_h = hashes(d.train), hashes(d.test)
     overlap = len(set(test_h) & set(train_h))
     c, height, width = d.image_shape
     counts = {
