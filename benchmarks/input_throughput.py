@@ -9,7 +9,7 @@
 Each pipeline runs one pass over the training images with 1 and with 2 workers, batch 64, after one batch of
 warm-up (worker start-up is not counted); img/s per core = img/s / workers. Without `--folder`, a folder of
 photograph-sized JPEGs is made from CIFAR-100 (each image upscaled to 500×375, bicubic, with Gaussian grain of
-σ = 6 so that the files weigh what photographs do (≈ 60 KB at quality 90): JPEG decoding costs per pixel and per
+σ = 10 so that the files weigh about what photographs do (≈ 60 KB at quality 90): JPEG decoding costs per pixel and per
 coded bit, so the size and weight are what matter).
 
     .venv-vision/bin/python benchmarks/input_throughput.py [--folder IMAGEFOLDER] [--images 768] [--out DIR]
@@ -48,7 +48,7 @@ def photo_folder(root: Path, n: int, classes: int = 8) -> Path:
             f = tar.extractfile(m)
             assert f is not None
             img = Image.open(f).convert("RGB").resize((500, 375), Image.Resampling.BICUBIC)
-            arr = np.asarray(img).astype(np.float32) + rng.normal(0, 6, (375, 500, 3))
+            arr = np.asarray(img).astype(np.float32) + rng.normal(0, 10, (375, 500, 3))
             (root / split / cls).mkdir(parents=True, exist_ok=True)
             Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(root / split / cls / f"{made:06d}.jpg", quality=90)
             made += 1

@@ -16,6 +16,7 @@ shuffling and resumption state, and their dependency trees (cloud SDKs) are larg
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -128,8 +129,13 @@ def prepare(
             yield f"{split}\x00{cls}\x00{name}", data, max_side, quality
 
     n_workers = workers or max(1, (os.cpu_count() or 2) - 1)
-    with multiprocessing.get_context("spawn").Pool(n_workers) as pool:
-        for key, data, ext in pool.imap(_fit_job, jobs(), chunksize=16):
+    with contextlib.ExitStack() as stack:
+        if n_workers > 1:
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(n_workers))
+            fitted: Iterator[tuple[str, bytes, str]] = pool.imap(_fit_job, jobs(), chunksize=16)
+        else:
+            fitted = map(_fit_job, jobs())
+        for key, data, ext in fitted:
             split, cls, name = key.split("\x00")
             i = counts[split]
             if i % shard_images == 0:
