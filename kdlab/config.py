@@ -50,7 +50,7 @@ class DataConfig:
     stream: Literal["auto", "on", "off"] = "auto"
     memory_budget_gb: float = bounded(16.0, gt=0)  # decoded images above this stream from disk (data.stream=auto)
     image_size: int | None = None  # streamed images are brought to this size (default: the first image's)
-    workers: int | None = None  # decoding processes when streaming (default: cores − 1, at most 8)
+    workers: int | None = None  # decoding processes when streaming (default: cores − 1, shared by the node's ranks)
 
 
 @dataclass

@@ -348,3 +348,15 @@ def test_prepare_resizes_larger_images_and_refuses_a_used_folder(tmp_path):
         prepare(f"imagefolder:{tmp_path / 'tree'}", tmp_path / "p", workers=1)
     with pytest.raises(DataError, match="not a prepared dataset"):
         load_dataset(f"prepared:{tmp_path / 'tree'}")
+
+
+def test_default_decoding_workers_use_the_cores_but_one_shared_per_node(monkeypatch):
+    from kdlab.data import streaming
+
+    monkeypatch.setattr(streaming.os, "cpu_count", lambda: 16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert streaming.default_workers() == 15  # no cap of 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert streaming.default_workers() == 3
+    monkeypatch.setattr(streaming.os, "cpu_count", lambda: 2)
+    assert streaming.default_workers() == 1

@@ -244,4 +244,7 @@ def estimated_bytes(index: TreeIndex) -> int:
 
 
 def default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    """Decoding processes per loader: the cores but one, shared among the processes of this node (torchrun's
+    LOCAL_WORLD_SIZE); no fixed cap (a 16-core GPU host decodes with 15)."""
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, ((os.cpu_count() or 2) - 1) // max(1, per_node))
