@@ -175,7 +175,7 @@ def test_bring_your_own_model(tmp_path):
         "    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),\n"
         "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))\n"
     )
-    model, taps = build_model(
+    model, taps, _ = build_model(
         "custom", 7, 3, factory=f"{tmp_path}/mynet.py:build", kwargs={"width": 4},
         taps={"feature": "1", "classifier": "4"},
     )  # fmt: skip

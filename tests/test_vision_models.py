@@ -25,19 +25,19 @@ def _params(m: torch.nn.Module) -> int:
 
 
 def test_timm_model_by_name_with_probed_taps():
-    model, taps = build_model("timm:resnet18", 100, 3, image_size=(32, 32))
+    model, taps, _ = build_model("timm:resnet18", 100, 3, image_size=(32, 32))
     assert _params(model) == _params(timm.create_model("resnet18", num_classes=100)) == 11_227_812
     assert taps == {"feature": "layer4", "classifier": "fc", "stem": "act1",
                     **{f"stage{k}": f"layer{k}" for k in range(1, 5)}}  # fmt: skip
-    grey, _ = build_model("timm:resnet18", 10, 1, image_size=(8, 8))  # in_chans follows the data
+    grey, _, _ = build_model("timm:resnet18", 10, 1, image_size=(8, 8))  # in_chans follows the data
     assert grey(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
 
 
 def test_torchvision_model_by_name_with_probed_taps():
-    model, taps = build_model("torchvision:mobilenet_v3_small", 10, 3, image_size=(32, 32))
+    model, taps, _ = build_model("torchvision:mobilenet_v3_small", 10, 3, image_size=(32, 32))
     assert _params(model) == _params(tv_models.mobilenet_v3_small(num_classes=10))
     assert taps == {"feature": "features", "classifier": "classifier.3"}
-    model, taps = build_model("torchvision:resnet18", 100, 3, image_size=(32, 32))
+    model, taps, _ = build_model("torchvision:resnet18", 100, 3, image_size=(32, 32))
     assert taps == {"feature": "layer4", "classifier": "fc", **{f"stage{k}": f"layer{k}" for k in range(1, 5)}}
     assert _params(model) == 11_227_812
 
@@ -52,7 +52,7 @@ def test_downloads_are_refused_and_names_checked():
 def test_a_plain_state_dict_of_a_torchvision_model_loads(tmp_path):
     source = tv_models.resnet18(num_classes=10)
     torch.save(source.state_dict(), tmp_path / "resnet18.pth")
-    model, taps = build_model("torchvision:resnet18", 10, 3, image_size=(32, 32))
+    model, taps, _ = build_model("torchvision:resnet18", 10, 3, image_size=(32, 32))
     load_weights(model, tmp_path / "resnet18.pth", taps.get("classifier"))
     assert torch.equal(model.fc.weight, source.fc.weight)
 
@@ -81,7 +81,7 @@ def test_layer_decay_and_decay_filter_give_timms_own_groups():
     from kdlab.methods.base import build_method
 
     vit_kwargs = {"img_size": 8, "patch_size": 4, "depth": 3, "embed_dim": 32, "num_heads": 2}
-    student, taps = build_model("timm:vit_tiny_patch16_224", 10, 1, kwargs=vit_kwargs, image_size=(8, 8))
+    student, taps, _ = build_model("timm:vit_tiny_patch16_224", 10, 1, kwargs=vit_kwargs, image_size=(8, 8))
     method = build_method({"name": "ce"}, student, [], taps, (1, 8, 8))
     ours = parameter_groups(method, OptimConfig(name="adamw", weight_decay=0.05, layer_decay=0.65))
     theirs = param_groups_layer_decay(student, 0.05, student.no_weight_decay(), layer_decay=0.65)
@@ -343,7 +343,7 @@ def test_vit_tokens_are_read_as_patch_maps():
 
     x = torch.randn(2, 1, 8, 8)
     for name, prefix in (("vit_tiny_patch16_224", 1), ("deit_tiny_distilled_patch16_224", 2)):
-        model, taps = build_model(f"timm:{name}", 10, 1, kwargs=VIT_8PX, image_size=(8, 8))
+        model, taps, _ = build_model(f"timm:{name}", 10, 1, kwargs=VIT_8PX, image_size=(8, 8))
         assert taps["feature"] == "norm" and taps["stem"] == "patch_embed"
         assert [taps[f"stage{k}"] for k in range(1, 5)] == ["blocks.0", "blocks.1", "blocks.2", "blocks.3"]
         model.eval()
@@ -353,7 +353,7 @@ def test_vit_tokens_are_read_as_patch_maps():
         assert tokens.shape[1] == prefix + 16
         expected = tokens[:, prefix:].reshape(2, 4, 4, 32).permute(0, 3, 1, 2)
         assert torch.allclose(feats["norm"], expected) and feats["patch_embed"].shape == (2, 32, 4, 4)
-    model, taps = build_model("torchvision:vit_b_16", 10, 3, kwargs={"image_size": 32}, image_size=(32, 32))
+    model, taps, _ = build_model("torchvision:vit_b_16", 10, 3, kwargs={"image_size": 32}, image_size=(32, 32))
     assert taps["feature"] == "encoder" and taps["stem"] == "conv_proj"
     assert [taps[f"stage{k}"] for k in range(1, 5)] == [f"encoder.layers.encoder_layer_{i}" for i in (2, 5, 8, 11)]
     with FeatureExtractor(model.eval(), ["encoder"]) as fx:

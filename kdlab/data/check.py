@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,7 +20,7 @@ def _stored_hashes(split: Any) -> list[str]:
     out = []
     for i in range(len(split)):
         src = split.source(i)
-        data = src.getvalue() if hasattr(src, "getvalue") else open(src, "rb").read()  # noqa: SIM115
+        data = src.getvalue() if hasattr(src, "getvalue") else Path(src).read_bytes()
         out.append(hashlib.blake2b(data, digest_size=12).hexdigest())
     return out
 

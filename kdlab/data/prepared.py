@@ -118,11 +118,9 @@ def prepare(
         raise DataError(f"{out} already holds a prepared dataset; choose another folder or remove it")
     out.mkdir(parents=True, exist_ok=True)
     classes, entries = _source_entries(spec)
-    rows: dict[str, list[tuple[str, str, int, int, int]]] = {"train": [], "test": []}  # class, name, shard, off, len
+    rows: dict[str, list[tuple[str, str, int, int]]] = {"train": [], "test": []}  # class, name, shard, bytes
     shards: dict[str, list[str]] = {"train": [], "test": []}
     writers: dict[str, Any] = {}
-    counts = {"train": 0, "test": 0}
-    stored_bytes = 0
 
     def jobs() -> Iterator[tuple[str, bytes, int, int]]:
         for split, cls, name, data in entries:
@@ -137,20 +135,19 @@ def prepare(
             fitted = map(_fit_job, jobs())
         for key, data, ext in fitted:
             split, cls, name = key.split("\x00")
-            i = counts[split]
+            i = len(rows[split])
             if i % shard_images == 0:
                 if split in writers:
                     writers[split].close()
                 shards[split].append(f"{split}-{len(shards[split]):06d}.tar")
                 writers[split] = webdataset.TarWriter(str(out / shards[split][-1]))
             writers[split].write({"__key__": f"{i:09d}", ext: data, "cls": str(cls).encode()})
-            rows[split].append((cls, name, len(shards[split]) - 1, 0, len(data)))
-            counts[split] += 1
-            stored_bytes += len(data)
-            if sum(counts.values()) % 10000 == 0:
-                log(f"{sum(counts.values())} images stored")
+            rows[split].append((cls, name, len(shards[split]) - 1, len(data)))
+            if (done := len(rows["train"]) + len(rows["test"])) % 10000 == 0:
+                log(f"{done} images stored")
     for w in writers.values():
         w.close()
+    counts = {split: len(r) for split, r in rows.items()}
     if not counts["train"] or not counts["test"]:
         raise DataError(f"{spec} has no train or no test images to prepare")
     classes = classes or sorted({r[0] for r in rows["train"]})
@@ -160,7 +157,7 @@ def prepare(
     for split in ("train", "test"):
         offsets = _member_offsets(out, shards[split])
         table = []
-        for k, (cls, name, shard, _, length) in enumerate(rows[split]):
+        for k, (cls, name, shard, length) in enumerate(rows[split]):
             table.append((cls, name, shard, offsets[shard][k], length, label[cls]))
         table.sort(key=lambda r: (r[5], r[1]))  # the source's order: classes by name, files by name
         np.save(out / f"{split}-index.npy", np.array([r[2:] for r in table], dtype=np.int64))
@@ -172,7 +169,7 @@ def prepare(
         "classes": classes,
         "shards": shards,
         "images": counts,
-        "stored_bytes": stored_bytes,
+        "stored_bytes": sum(r[3] for split in rows.values() for r in split),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest

@@ -17,7 +17,7 @@ from kdlab.config import ModelConfig, parse_normalize
 from kdlab.errors import ConfigError, ModelError
 from kdlab.models.external import is_external
 from kdlab.models.input_size import attach_input_size
-from kdlab.models.loading import construct_model, load_weights
+from kdlab.models.loading import build_model, load_weights
 from kdlab.models.normalization import attach_input_norm
 from kdlab.models.pretrained import preprocessing_of
 
@@ -91,7 +91,7 @@ def build_configured_model(
     mcfg = resolve_model_config(mcfg, what)
     own_size = mcfg.own_size
     size = own_size or (int(image_shape[1]), int(image_shape[2]))
-    model, taps, fresh = construct_model(
+    model, taps, fresh = build_model(
         mcfg.name,
         num_classes,
         image_shape[0],

@@ -47,20 +47,6 @@ def build_model(
     kwargs: dict[str, Any] | None = None,
     taps: dict[str, str] | None = None,
     image_size: tuple[int, int] | None = None,
-) -> tuple[nn.Module, dict[str, str]]:
-    """A model and its taps (construct_model without pretrained weights)."""
-    model, found, _ = construct_model(name, num_classes, in_channels, factory, kwargs, taps, image_size)
-    return model, found
-
-
-def construct_model(
-    name: str,
-    num_classes: int,
-    in_channels: int,
-    factory: str | None = None,
-    kwargs: dict[str, Any] | None = None,
-    taps: dict[str, str] | None = None,
-    image_size: tuple[int, int] | None = None,
     pretrained: bool | str | None = None,
     what: str = "model",
 ) -> tuple[nn.Module, dict[str, str], list[str]]:
