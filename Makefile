@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint format install clean bench test-vision gpu-check
 
-# The optional `vision` extra (timm and torchvision models by name) in a venv of its own: torch 2.14.1 and
-# torchvision 0.29.1 (a CUDA build, ~5.5 GB, runs on the CPU) instead of the core's torch 2.13.0.
+# The optional `vision` extra (timm and torchvision models by name) and `turbo` (simplejpeg decoding) in a venv of
+# its own: torch 2.14.1 and torchvision 0.29.1 (a CUDA build, ~5.5 GB, runs on the CPU) instead of the core's
+# torch 2.13.0.
 VISION := .venv-vision
 
 $(STAMP): pyproject.toml constraints.txt
@@ -38,11 +39,11 @@ $(VISION)/.installed: pyproject.toml
 	test -x $(VISION)/bin/python || $(PYTHON) -m venv $(VISION)
 	$(VISION)/bin/python -m pip install -q --upgrade pip
 	$(VISION)/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(VISION)/bin/python -m pip install -q -e '.[dev,vision]'
+	$(VISION)/bin/python -m pip install -q -e '.[dev,vision,turbo]'
 	touch $@
 
 test-vision: $(VISION)/.installed
-	$(VISION)/bin/python -m pytest tests/test_vision_models.py tests/test_bring_your_own.py
+	$(VISION)/bin/python -m pytest tests/test_vision_models.py tests/test_bring_your_own.py tests/test_decode_turbo.py
 
 # On a CUDA machine: the device tests and the throughput table into gpu-check/ (benchmarks/gpu_check.sh).
 gpu-check:

@@ -27,9 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_throughput import _sync, kdlab_loop, kdlab_trainer, plain_loop, synthetic
 
 BF16 = ["engine.amp=bf16", "engine.channels_last=true"]
-# how kdlab's step runs: eager fp32 first (the reference of the others); the CUDA graph modes on CUDA only
-MODES = [("fp32", []), ("bf16 + channels_last", BF16), ("CUDA graphs", ["engine.cuda_graphs=true"]),
+FP32 = ["engine.amp=none", "engine.channels_last=false"]
+# how kdlab's step runs: eager fp32 first (the reference of the others), then the defaults (engine.amp and
+# engine.channels_last auto: bf16 + channels_last on a GPU of compute capability >= 8); CUDA graphs on CUDA only
+MODES = [("fp32", FP32), ("default (auto)", []), ("bf16 + channels_last", BF16),
+         ("CUDA graphs", ["engine.cuda_graphs=true", *FP32]),
          ("CUDA graphs + bf16 + channels_last", ["engine.cuda_graphs=true", *BF16])]  # fmt: skip
+HOST_MODES = [m for m in MODES if "CUDA" not in m[0]]
 # (what, teacher → student, kdlab overrides, target) — targets on one H200 at batch 64 (the CRD protocol's)
 KD_PAIRS = [("resnet56", "resnet20", 30_000), ("resnet32x4", "resnet8x4", 15_000)]
 RELATIVE = [  # (row, overrides of the measured step, overrides of its reference step, at most × the reference)
@@ -81,8 +85,8 @@ def end_to_end(data: str, device: str, epochs: int, out: Path, facts: dict[str, 
     from kdlab.experiment import train
 
     rows, train_images = [], len(load_dataset(data).train)  # decoded once here: the runs time training alone
-    modes = MODES if device.startswith("cuda") else MODES[:2]
-    for label, extra in [m for m in modes if m[0] != "CUDA graphs"]:
+    modes = MODES if device.startswith("cuda") else HOST_MODES
+    for label, extra in [m for m in modes if m[0] not in ("CUDA graphs", "default (auto)")]:
         cfg = load_config(None, [f"data.dataset={data}", "student.name=resnet20", f"schedule.epochs={epochs}",
                                  "schedule.kind=cosine", f"engine.device={device}", "engine.progress=false",
                                  "engine.report=false", f"output_dir={out / 'runs'}", *extra])  # fmt: skip
@@ -183,7 +187,7 @@ def main() -> None:
     head = f"# Device check: {facts.get('gpu', device)}, batch {batch}, {steps} steps per measurement\n\n"
     table = Table(out, facts, head)
     rows = table.rows
-    modes = MODES if device.type == "cuda" else MODES[:2]  # a CUDA graph needs CUDA
+    modes = MODES if device.type == "cuda" else HOST_MODES  # a CUDA graph needs CUDA
     for t, s, target in pairs:
         with table.section(f"KD {t} → {s}"):
             plain_loop(t, s, synthetic(2 * batch), batch, device)

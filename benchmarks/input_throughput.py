@@ -2,8 +2,10 @@
 
 1. torchvision: ImageFolder + RandomResizedCrop(224) + flip + ToTensor + Normalize in a DataLoader (the released
    code's pipeline; needs torchvision: run it with .venv-vision/bin/python).
-2. kdlab streaming: `imagefolder:` with `data.stream=on` — Pillow decodes each file in DataLoader workers and
-   crops it to 224 px (RandomResizedCrop), uint8 batches (flip and normalisation follow on the device).
+2. kdlab streaming: `imagefolder:` with `data.stream=on` — DataLoader workers decode each file (Pillow, or
+   simplejpeg when installed: both rows) at the smallest sufficient DCT scale and resize its RandomResizedCrop
+   box to 224 px with PyTorch's uint8 antialiased kernel (data/decode.py); uint8 batches (flip and
+   normalisation follow on the device).
 3. kdlab prepared: `kdlab prepare --max-side 256 --quality 90` of that folder, read by the same streaming loader.
 
 Each pipeline runs one pass over the training images with 1 and with 2 workers, batch 64, after one batch of
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 
 from kdlab.data import load_dataset, make_loader
+from kdlab.data.decode import simplejpeg_available
 from kdlab.data.prepared import prepare
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar100-jpg.tar.gz"
@@ -84,10 +87,12 @@ def torchvision_pipeline(root: Path, workers: int, n: int) -> float | None:
     return time_batches(loader, n)
 
 
-def kdlab_pipeline(spec: str, workers: int, n: int) -> float:
+def kdlab_pipeline(spec: str, workers: int, n: int, decoder: str = "pillow") -> float | None:
+    if decoder == "simplejpeg" and not simplejpeg_available():
+        return None
     data = load_dataset(spec, stream="on", image_size=224)
     loader = make_loader(data, "train", 64, torch.device("cpu"), True, generator=torch.Generator().manual_seed(0),
-                         workers=workers)  # fmt: skip
+                         workers=workers, decoder=decoder)  # fmt: skip
     return time_batches(loader, n)
 
 
@@ -108,10 +113,13 @@ def main() -> None:
         prep_s = time.perf_counter() - t0
         rows = []
         for workers in (1, 2):
+            prepared = f"prepared:{Path(tmp) / 'prepared'}"
             results = {
                 "torchvision ImageFolder + RandomResizedCrop(224)": torchvision_pipeline(root, workers, n),
-                "kdlab streaming (imagefolder:, stream=on)": kdlab_pipeline(f"imagefolder:{root}", workers, n),
-                "kdlab prepared (max side 256, q90)": kdlab_pipeline(f"prepared:{Path(tmp) / 'prepared'}", workers, n),
+                "kdlab streaming (imagefolder:, stream=on), Pillow": kdlab_pipeline(f"imagefolder:{root}", workers, n),
+                "kdlab streaming, simplejpeg": kdlab_pipeline(f"imagefolder:{root}", workers, n, "simplejpeg"),
+                "kdlab prepared (max side 256, q90), Pillow": kdlab_pipeline(prepared, workers, n),
+                "kdlab prepared, simplejpeg": kdlab_pipeline(prepared, workers, n, "simplejpeg"),
             }
             rows += [(name, workers, v) for name, v in results.items()]
     base = {w: v for name, w, v in rows if name.startswith("torchvision") and v}
@@ -121,7 +129,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, workers, v in rows:
         ratio = f"{v / base[workers]:.2f}" if v and workers in base else "–"
-        cells = (f"{v:.0f}", f"{v / workers:.0f}") if v else ("– (no torchvision)", "–")
+        cells = (f"{v:.0f}", f"{v / workers:.0f}") if v else ("– (not installed)", "–")
         print(f"| {name} | {workers} | {cells[0]} | {cells[1]} | {ratio} |")
     if args.out:
         Path(args.out).write_text(json.dumps({"images": n, "mean_kb": mean_kb, "rows": rows}, indent=1))

@@ -14,6 +14,7 @@ from kdlab.data import ImageDataset, make_loader
 from kdlab.engine import LRSchedule, Trainer, TrainingParts
 from kdlab.engine.distributed import Distributed
 from kdlab.engine.optimizers import build_optimizer
+from kdlab.engine.precision import resolve_precision
 from kdlab.errors import ConfigError
 from kdlab.methods.base import Distiller
 from kdlab.views import ViewPipeline, build_pipeline
@@ -42,11 +43,11 @@ def views_for(cfg: RunConfig, data: ImageDataset) -> ViewPipeline:
 
 
 def prepare_method(cfg: RunConfig, method: Distiller, device: torch.device) -> Distiller:
-    """The method on `device`, in channels_last when asked, frozen teachers in bf16 when asked, the student's
-    BatchNorm synchronised across processes when asked (CUDA only)."""
+    """The method on `device`, in channels_last when asked or chosen (engine/precision.py), frozen teachers in
+    bf16 when asked, the student's BatchNorm synchronised across processes when asked (CUDA only)."""
     eng = cfg.engine
     method.to(device)
-    if eng.channels_last:
+    if resolve_precision(eng.amp, eng.channels_last, device).channels_last:
         method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if eng.teacher_amp == "bf16":
         for i in range(len(method.teachers)):
@@ -84,9 +85,11 @@ def build_parts(
         view_generator.manual_seed(cfg.seed + 1_000_003 * (dist.rank + 1))
     train_loader = make_loader(
         data, "train", cfg.data.batch_size, device, True, cfg.data.drop_last, generator,
-        shard=(dist.rank, dist.world), workers=cfg.data.workers,
+        shard=(dist.rank, dist.world), workers=cfg.data.workers, decoder=cfg.data.decoder,
     )  # fmt: skip
-    test_loader = make_loader(data, "test", cfg.data.eval_batch_size, device, False, workers=cfg.data.workers)
+    test_loader = make_loader(
+        data, "test", cfg.data.eval_batch_size, device, False, workers=cfg.data.workers, decoder=cfg.data.decoder
+    )
     if method.needs_train_labels:
         method.attach_train_labels(train_loader.labels, generator)
     lr = cfg.optim.lr

@@ -51,6 +51,9 @@ class DataConfig:
     memory_budget_gb: float = bounded(16.0, gt=0)  # decoded images above this stream from disk (data.stream=auto)
     image_size: int | None = None  # streamed images are brought to this size (default: the first image's)
     workers: int | None = None  # decoding processes when streaming (default: cores − 1, shared by the node's ranks)
+    # JPEG decoder of streamed files (data/decode.py): auto = simplejpeg (libjpeg-turbo into NumPy) when
+    # installed (pip install 'kdlab[turbo]'), else Pillow; both decode at a reduced DCT scale for large photos
+    decoder: Literal["auto", "pillow", "simplejpeg"] = "auto"
 
 
 @dataclass
@@ -236,8 +239,13 @@ class EngineConfig:
     """How the loop runs: device, precision, memory layout, logging cadence."""
 
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: Literal["none", "bf16"] = "none"  # autocast dtype for forward passes
-    channels_last: bool = False  # channels_last memory format for student and teachers
+    # bf16 autocast of every forward pass (teachers and student) and the loss: auto = bf16 where the hardware
+    # computes bf16 natively (CUDA compute capability >= 8.0; CPUs with AMX or avx512_bf16), fp32 elsewhere
+    # (engine/precision.py); none = fp32 always (a recipe that must reproduce an fp32 run: docs/architecture.md)
+    amp: Literal["auto", "none", "bf16"] = "auto"
+    # channels_last memory format for student, teachers and inputs: auto = on where bf16 runs natively on CUDA and
+    # on CPUs with oneDNN (its convolutions are NHWC); the run's log line `precision: …` says what was chosen
+    channels_last: bool | Literal["auto"] = "auto"
     compile: bool = False  # torch.compile the training step
     # torch.compile's mode: reduce-overhead replays the step as CUDA graphs (launch-bound small models on a GPU)
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"

@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+# engine.amp/channels_last=auto follow the hardware (engine/precision.py); the suite decides as if bf16 were not
+# native, so that its numbers are the same on every CI machine (test_precision sets it per test). Subprocesses
+# (CLI tests, torchrun) inherit it.
+os.environ.setdefault("KDLAB_NATIVE_BF16", "0")
+
 SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 
 

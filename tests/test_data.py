@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from kdlab.data import DeviceLoader, load_dataset
+from kdlab.data import DeviceLoader, load_dataset, make_loader
 from kdlab.data.readers import read_idx, read_mnist_idx
 from kdlab.data.spec import parse_spec
 from kdlab.errors import DataError
@@ -271,6 +271,45 @@ def test_streaming_equals_in_memory_on_a_cifar10_jpeg_folder(cifar10_folder, tmp
         line = json.loads((run_dir / "metrics.jsonl").read_text())
         records[mode] = {k: v for k, v in line.items() if k not in ("epoch_time_s", "images_per_s")}
     assert records["on"] == records["off"]
+
+
+def test_streaming_workers_live_across_epochs_and_stop_on_close(tmp_path, monkeypatch):
+    """The decoding workers start once and serve every epoch (each epoch's crop seed reaches them with the
+    indices), give the batches that fresh workers per epoch give, and are gone after close()."""
+    import os
+
+    from kdlab.data import streaming
+
+    _write_tree(tmp_path / "tree", n=8, size=(40, 24))
+    data = load_dataset(f"imagefolder:{tmp_path / 'tree'}", stream="on", image_size=16)
+    pids = tmp_path / "pids"
+    real = streaming.decode_fixed
+
+    def recording(*args):  # runs in the (forked) workers
+        with open(pids, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return real(*args)
+
+    monkeypatch.setattr(streaming, "decode_fixed", recording)
+
+    def epochs(reuse: bool) -> list[list[torch.Tensor]]:
+        loader = make_loader(data, "train", 4, torch.device("cpu"), True, generator=torch.Generator().manual_seed(3),
+                             workers=2)  # fmt: skip
+        out = []
+        for _ in range(3):
+            out.append([b.images for b in loader])
+            if not reuse:
+                loader.close()
+        loader.close()
+        return out
+
+    kept = epochs(reuse=True)
+    workers = {int(x) for x in pids.read_text().split()}
+    assert len(workers) == 2  # three epochs, the same two processes
+    assert all(not os.path.exists(f"/proc/{pid}") for pid in workers)  # stopped by close()
+    assert not torch.equal(kept[0][0], kept[1][0])  # a new crop seed each epoch
+    fresh = epochs(reuse=False)
+    assert all(torch.equal(a, b) for e, f in zip(kept, fresh, strict=True) for a, b in zip(e, f, strict=True))
 
 
 def test_streaming_needs_a_folder_and_crops_other_sizes(tmp_path):

@@ -53,6 +53,18 @@ ALL_VIEWS = [None, "autoaugment", "randaugment", "cutmix", "cutmix_pick", "color
 @pytest.mark.parametrize("view", ALL_VIEWS if DEVICE.type != "cpu" else [None, "cutmix_pick"])
 @pytest.mark.parametrize("name", methods_for_any_student())
 def test_every_method_steps_on_the_device(name, view):
+    _one_step(name, view, amp=False)
+
+
+@pytest.mark.parametrize("name", methods_for_any_student())
+def test_every_method_steps_under_bf16_autocast(name):
+    """engine.amp=bf16 (the default where bf16 is native): every loss takes bf16 features and logits (SVDs,
+    Gram matrices and softmaxes included) and gives a finite loss and gradients."""
+    _one_step(name, "cutmix_pick" if METHODS.get(name).cls.needs_strong_view else None, amp=True)
+
+
+def _one_step(name: str, view: str | None, amp: bool) -> None:
+    """One training step of method `name` (resnet14 teacher → resnet8) on DEVICE: finite loss, gradients there."""
     cls = METHODS.get(name).cls
     if view == "cutmix_pick" and not cls.needs_teacher:
         pytest.skip("cutmix_pick scores with a teacher")
@@ -69,13 +81,15 @@ def test_every_method_steps_on_the_device(name, view):
     if pipeline.needs_scores:
         pipeline.attach_scorer(method.score_candidates)
     g = torch.Generator(DEVICE).manual_seed(1)
-    batch = pipeline(_images().to(DEVICE), (torch.arange(B) % K).to(DEVICE), torch.arange(B, device=DEVICE), g)
-    logits, terms = method.forward_train(batch)
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=amp):
+        batch = pipeline(_images().to(DEVICE), (torch.arange(B) % K).to(DEVICE), torch.arange(B, device=DEVICE), g)
+        logits, terms = method.forward_train(batch)
+        loss = sum(terms.values())
     assert logits.device.type == DEVICE.type and logits.shape == (B, K)
-    loss = sum(terms.values())
     assert math.isfinite(float(loss.detach()))
     loss.backward()
-    assert all(p.grad is None or p.grad.device.type == DEVICE.type for p in method.student.parameters())
+    grads = [p.grad for p in method.student.parameters() if p.grad is not None]
+    assert grads and all(g.device.type == DEVICE.type and bool(g.isfinite().all()) for g in grads)
 
 
 def test_a_run_resumes_bitwise_on_the_device_and_agrees_with_the_cpu(tmp_path):

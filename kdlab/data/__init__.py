@@ -15,16 +15,18 @@ def make_loader(
     generator: object = None,
     shard: tuple[int, int] = (0, 1),
     workers: int | None = None,
+    decoder: str = "auto",
 ) -> IndexBatches:
     """The loader for `data.<split>` ('train' or 'test'): in-memory DeviceLoader, or a StreamingLoader
-    (same interface) for a StreamingDataset. Training batches of streamed data get random crops."""
+    (same interface) for a StreamingDataset. Training batches of streamed data get random crops; `decoder`
+    (auto | pillow | simplejpeg) decodes streamed files (data/decode.py)."""
     from kdlab.data.streaming import StreamingDataset, StreamingLoader, default_workers
 
     part = getattr(data, split)
     if isinstance(data, StreamingDataset):
         return StreamingLoader(
             data, part, batch_size, device, shuffle, drop_last, generator, shard,  # type: ignore[arg-type]
-            workers if workers is not None else default_workers(), train=split == "train",
+            workers if workers is not None else default_workers(), train=split == "train", decoder=decoder,
         )  # fmt: skip
     return DeviceLoader(part, batch_size, device, shuffle, drop_last, generator, shard)  # type: ignore[arg-type]
 

@@ -44,6 +44,9 @@ class IndexBatches:
         self.generator = generator
         self.rank, self.world = shard
 
+    def close(self) -> None:
+        """Release what iterating holds between passes (a streaming loader's workers); nothing here."""
+
     def __len__(self) -> int:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)

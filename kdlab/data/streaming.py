@@ -1,6 +1,6 @@
 """Data that does not fit in memory (ImageNet: 1.28M images): an ImageFolder tree streamed from disk.
 
-DataLoader workers decode each file with Pillow and bring it to a fixed size (training: RandomResizedCrop
+DataLoader workers decode each file and bring it to a fixed size (data/decode.py; training: RandomResizedCrop
 when the file is not already that size; test: resize the shorter side to size/0.875 and centre-crop), and
 yield uint8 batches (B, C, S, S). Everything after that — the standard and strong views, normalisation, the
 method — is the in-memory path's code. The sample order comes from the same seeded generator as the
@@ -9,7 +9,6 @@ in-memory loader, so a folder of already-sized images (CIFAR as JPEG) gives the 
 from __future__ import annotations
 
 import io
-import math
 import os
 import random
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from kdlab.data.dataset import channel_stats, first_per_class_mask
+from kdlab.data.decode import decode_fixed, resolve_decoder
 from kdlab.data.loader import Batch, IndexBatches
 from kdlab.data.readers import IMAGE_SUFFIXES, SPLIT_NAMES
 from kdlab.errors import DataError
@@ -101,57 +101,34 @@ def index_image_tree(root: Path) -> tuple[list[str], FileSplit, FileSplit]:
     return classes, splits[0], splits[1]
 
 
-def decode_fixed(path: str | io.BytesIO, size: int, channels: int, rng: random.Random | None) -> np.ndarray:
-    """One file → uint8 (channels, size, size). A file already size×size is only decoded. Otherwise, with an
-    `rng` (training): RandomResizedCrop (scale 0.08–1, ratio 3/4–4/3); without: resize the shorter side to
-    size/0.875 and centre-crop."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as f:
-            img = f.convert("L" if channels == 1 else "RGB")
-            w, h = img.size
-            bilinear = Image.Resampling.BILINEAR
-            if (w, h) != (size, size):
-                if rng is not None:
-                    img = img.resize((size, size), bilinear, box=_random_resized_box(w, h, rng))
-                else:
-                    short = round(size / 0.875)
-                    scale = short / min(w, h)
-                    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), bilinear)
-                    left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
-                    img = img.crop((left, top, left + size, top + size))
-            arr = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        where = path if isinstance(path, str) else "of a prepared shard"
-        raise DataError(f"image {where} is unreadable or corrupt ({e}); remove or replace it") from None
-    return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
-
-
-def _random_resized_box(w: int, h: int, rng: random.Random) -> tuple[int, int, int, int]:
-    area = w * h
-    for _ in range(10):
-        target = area * rng.uniform(0.08, 1.0)
-        ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-        cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
-        if 0 < cw <= w and 0 < ch <= h:
-            x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
-            return x, y, x + cw, y + ch
-    side = min(w, h)
-    return (w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side
-
-
 class _Files(torch.utils.data.Dataset):
-    def __init__(self, split: FileSplit, size: int, channels: int, train: bool, epoch_seed: int):
-        self.split, self.size, self.channels, self.train, self.epoch_seed = split, size, channels, train, epoch_seed
+    """Sample (i, epoch_seed) of `split` → (uint8 (C, S, S), label, i); the crop's randomness comes from the
+    seed of the epoch the sampler hands over with the index, so workers can live across epochs."""
+
+    def __init__(self, split: FileSplit, size: int, channels: int, train: bool, decoder: str):
+        self.split, self.size, self.channels, self.train, self.decoder = split, size, channels, train, decoder
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
-        rng = random.Random(self.epoch_seed * 1_000_003 + i) if self.train else None
-        img = decode_fixed(self.split.source(i), self.size, self.channels, rng)
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        i, epoch_seed = item
+        rng = random.Random(epoch_seed * 1_000_003 + i) if self.train else None
+        img = decode_fixed(self.split.source(i), self.size, self.channels, rng, self.decoder)
         return torch.from_numpy(img), int(self.split.labels[i]), i
+
+
+class _EpochOrder:
+    """A batch sampler holding the current epoch's batches of (index, epoch seed); set before each pass."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def _collate(items: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -161,7 +138,8 @@ def _collate(items: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, 
 
 class StreamingLoader(IndexBatches):
     """DeviceLoader's interface over files: the same seeded order (and rank slices), uint8 batches decoded by
-    `workers` DataLoader processes, moved to `device`."""
+    `workers` DataLoader processes, moved to `device`. The workers start on the first pass and stay for the
+    next ones (no start-up per epoch) until `close()` or the loader is dropped."""
 
     def __init__(
         self,
@@ -175,9 +153,13 @@ class StreamingLoader(IndexBatches):
         shard: tuple[int, int] = (0, 1),
         workers: int = 4,
         train: bool = True,
+        decoder: str = "auto",
     ):
         super().__init__(split.labels, batch_size, device, shuffle, drop_last, generator, shard)
         self.data, self.split, self.workers, self.train = data, split, workers, train
+        self.decoder = resolve_decoder(decoder)
+        self._order = _EpochOrder()
+        self._loader: torch.utils.data.DataLoader | None = None
 
     def __iter__(self) -> Iterator[Batch]:
         batches = [b.tolist() for b in self.index_batches()]
@@ -185,19 +167,26 @@ class StreamingLoader(IndexBatches):
         # already-sized images draws nothing, keeping the generator in step with the in-memory loader.
         needs_crops = self.train and _size_of(self.split.source(0)) != (self.data.size, self.data.size)
         seed = int(torch.randint(2**31, (1,), generator=self.generator, device=self.device)) if needs_crops else 0
-        loader = torch.utils.data.DataLoader(
-            _Files(self.split, self.data.size, self.data.channels, self.train, seed),
-            batch_sampler=batches,
-            num_workers=self.workers,
-            collate_fn=_collate,
-            pin_memory=self.device.type == "cuda",
-        )
-        for images, labels, index in loader:
+        self._order.batches = [[(i, seed) for i in b] for b in batches]
+        if self._loader is None:
+            self._loader = torch.utils.data.DataLoader(
+                _Files(self.split, self.data.size, self.data.channels, self.train, self.decoder),
+                batch_sampler=self._order,
+                num_workers=self.workers,
+                collate_fn=_collate,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=self.workers > 0,
+            )
+        for images, labels, index in self._loader:
             yield Batch(
                 images.to(self.device, non_blocking=True),
                 labels.to(self.device, non_blocking=True),
                 index.to(self.device, non_blocking=True),
             )
+
+    def close(self) -> None:
+        """Stop the decoding workers now (dropping the DataLoader shuts them down); a later pass starts new ones."""
+        self._loader = None
 
 
 def _size_of(path: str | io.BytesIO) -> tuple[int, int]:

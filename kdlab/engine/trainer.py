@@ -25,6 +25,7 @@ from kdlab.engine.checkpointing import Checkpointer, Progress
 from kdlab.engine.distributed import Distributed
 from kdlab.engine.ema import WeightAverage
 from kdlab.engine.graphed_step import GraphedStep, capture_for
+from kdlab.engine.precision import resolve_precision
 from kdlab.engine.schedule import LRSchedule
 from kdlab.errors import ConfigError, NonFiniteLossError
 from kdlab.faults import crash_point
@@ -48,8 +49,11 @@ class EvalResult:
 
 
 def autocast_context(device: torch.device, amp: str, cache: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on the device when asked for, else a no-op. `cache=False` for a step captured as a CUDA
-    graph: autocast's cache of cast weights would hold the capture's copies (PyTorch's CUDA graphs notes)."""
+    """bf16 autocast on the device when `amp` is (or resolves to, for "auto": engine/precision.py) "bf16", else a
+    no-op. `cache=False` for a step captured as a CUDA graph: autocast's cache of cast weights would hold the
+    capture's copies (PyTorch's CUDA graphs notes)."""
+    if amp == "auto":
+        amp = resolve_precision(amp, False, device).amp
     if amp == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()
@@ -97,7 +101,9 @@ class Trainer:
         self.train_loader, self.test_loader = parts.train_loader, parts.test_loader
         self.optimizer, self.schedule = parts.optimizer, parts.schedule
         self.view_generator = parts.view_generator
-        self.memory_format = torch.channels_last if cfg.engine.channels_last else torch.contiguous_format
+        self.precision = resolve_precision(cfg.engine.amp, cfg.engine.channels_last, device)
+        log(self.precision.describe())
+        self.memory_format = torch.channels_last if self.precision.channels_last else torch.contiguous_format
         self.epochs = self.schedule.epochs
         self.skip_nonfinite = cfg.engine.nonfinite == "skip"
         self.skipped: list[torch.Tensor] = []  # loss terms of the steps skipped this epoch (skip mode)
@@ -126,7 +132,7 @@ class Trainer:
     def predict(self, fn: Callable[[torch.Tensor], torch.Tensor], loader: IndexBatches) -> torch.Tensor:
         """Float32 logits (N, K) of `fn` over `loader`, in loader order, on the device."""
         out = []
-        with autocast_context(self.device, self.cfg.engine.amp):
+        with autocast_context(self.device, self.precision.amp):
             for batch in loader:
                 x = self.views.normalize(to_unit(batch.images)).contiguous(memory_format=self.memory_format)
                 out.append(fn(x).float())
@@ -180,7 +186,7 @@ class Trainer:
         """One optimiser step on uint8 images (B, C, H, W), labels (B,), sample ids (B,); `epoch` the fractional
         epoch (a 0-dim tensor when captured). Returns (loss terms (T,), correct count) as device tensors, no host
         sync."""
-        with autocast_context(self.device, self.cfg.engine.amp, cache=not self.cfg.engine.cuda_graphs):
+        with autocast_context(self.device, self.precision.amp, cache=not self.cfg.engine.cuda_graphs):
             batch = self.views(images, labels, index, self.view_generator, self.memory_format)
             batch.epoch = epoch
             logits, terms = self.method.forward_train(batch)
@@ -344,7 +350,15 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ the loop
 
     def fit(self, resume: bool = False, stop_after_epoch: int | None = None, progress: Any = None) -> dict[str, Any]:
-        """Train to the last epoch (or `stop_after_epoch`), writing metrics, checkpoints and summary.json."""
+        """Train to the last epoch (or `stop_after_epoch`), writing metrics, checkpoints and summary.json. The
+        loaders' decoding workers (streamed data) live across epochs and stop when fit returns or raises."""
+        try:
+            return self._fit(resume, stop_after_epoch, progress)
+        finally:
+            self.train_loader.close()
+            self.test_loader.close()
+
+    def _fit(self, resume: bool, stop_after_epoch: int | None, progress: Any) -> dict[str, Any]:
         self.checkpoints.dir.mkdir(parents=True, exist_ok=True)
         teachers = self.evaluate_teachers()
         for i, r in enumerate(teachers):
