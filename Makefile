@@ -43,7 +43,8 @@ $(VISION)/.installed: pyproject.toml
 	touch $@
 
 test-vision: $(VISION)/.installed
-	$(VISION)/bin/python -m pytest tests/test_vision_models.py tests/test_bring_your_own.py tests/test_decode_turbo.py
+	$(VISION)/bin/python -m pytest tests/test_vision_models.py tests/test_bring_your_own.py tests/test_decode_turbo.py \
+		tests/test_device_decode.py
 
 # On a CUDA machine: the device tests and the throughput table into gpu-check/ (benchmarks/gpu_check.sh).
 gpu-check:

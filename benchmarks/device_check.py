@@ -15,12 +15,14 @@ import json
 import multiprocessing as mp
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -99,6 +101,67 @@ def end_to_end(data: str, device: str, epochs: int, out: Path, facts: dict[str, 
                     f"{images / wall:.0f} img/s | – | – | – |")  # fmt: skip
         facts[f"end_to_end_{label}"] = {"test_acc": summary["last_epoch_test_acc"], "wall_s": wall}
     return rows
+
+
+def photo_files(root: Path, n: int, classes: int = 10, size: tuple[int, int] = (256, 192)) -> Path:
+    """An ImageFolder of `n` training (and `classes` test) JPEGs, q90, at `size` (≤ 256 on the short side: what
+    `kdlab prepare --max-side 256` stores), with a photograph's falling spectrum and grain (no photographs are
+    carried to the device): what the prepared store's readers decode."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    w, h = size
+    for i in range(n + classes):
+        split = "train" if i < n else "test"
+        field = np.zeros((h, w, 3), np.float32)
+        for cell, weight in ((128, 4.0), (32, 2.0), (8, 1.0)):
+            grid = rng.normal(0, 1, (max(2, h // cell), max(2, w // cell), 3)).astype(np.float32)
+            field += weight * np.stack([np.asarray(Image.fromarray(grid[..., c]).resize(size, Image.Resampling.BICUBIC))
+                                        for c in range(3)], -1)  # fmt: skip
+        arr = (128 + 12 * field + rng.normal(0, 3, field.shape)).clip(0, 255).astype(np.uint8)
+        folder = root / split / f"c{i % classes}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(folder / f"{i:06d}.jpg", quality=90)
+    return root
+
+
+def prepared_input_rows(device: torch.device, smoke: bool, facts: dict[str, Any], table: Table) -> None:
+    """The prepared store feeding a KD step (ResNet-34 → ResNet-18, ImageNet layout, bf16 default) at 224 and
+    160 px: img/s of the loader alone and of loader + step, with the CPU decoders (data.decoder=auto, the
+    default workers) and with the device's (data.decoder=gpu, CUDA only). Written as rows of `table`."""
+    from kdlab.data import load_dataset
+    from kdlab.data.prepared import prepare
+
+    n, batch = (32, 8) if smoke else (6144, 128)
+    pair = ("resnet8", "resnet8") if smoke else ("resnet34_imagenet", "resnet18_imagenet")
+    sizes = (32,) if smoke else (224, 160)
+    decoders = ["auto"] + (["gpu"] if device.type == "cuda" else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = photo_files(Path(tmp) / "photos", n, size=(48, 40) if smoke else (256, 192))
+        prepare(f"imagefolder:{folder}", Path(tmp) / "prepared", max_side=256, quality=90, log=lambda _: None)
+        for size in sizes:
+            data = load_dataset(f"prepared:{Path(tmp) / 'prepared'}", stream="on", image_size=size)
+            for decoder in decoders:
+                what = f"prepared store → KD {pair[0]} → {pair[1]} at {size} px, data.decoder={decoder}"
+                with table.section(what):
+                    extra = [f"data.decoder={decoder}", "data.crop_padding=0"]
+                    with kdlab_trainer(pair[0], pair[1], data, batch, extra, device) as trainer:  # type: ignore[arg-type]
+                        for _ in trainer.train_loader:  # warm: workers start, files cached
+                            pass
+                        _sync(device)
+                        t0 = time.perf_counter()
+                        for b in trainer.train_loader:
+                            last = b.images
+                        _sync(device)
+                        del last
+                        alone = trainer.train_loader.num_samples / (time.perf_counter() - t0)
+                        t0 = time.perf_counter()
+                        trainer.train_epoch(1)
+                        _sync(device)
+                        step = trainer.train_loader.num_samples / (time.perf_counter() - t0)
+                    table.rows.append(f"| {what}: img/s, input alone / input + step | – | {alone:.0f} / {step:.0f} | "
+                                      f"{step / alone:.2f} | – | – |")  # fmt: skip
+                    facts[f"prepared_{size}_{decoder}"] = {"input": alone, "input_and_step": step}
 
 
 def profile_steps(
@@ -234,6 +297,7 @@ def main() -> None:
             ratio = f"{agg / one:.2f}× one run"
             rows.append(f"| {n} concurrent runs: aggregate img/s | – | {agg:.0f} | {ratio} | {target} | {met} |")
             facts[f"jobs_{n}"] = agg
+    prepared_input_rows(device, args.smoke, facts, table)
     if args.data:
         with table.section("end to end"):
             rows += end_to_end(args.data, args.device, args.epochs, out, facts)

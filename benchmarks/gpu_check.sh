@@ -25,7 +25,8 @@ torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
   git rev-parse --short=12 HEAD 2>/dev/null || echo "no git"
 } > "$OUT/env.txt" 2>&1
 status=0
-TESTS=(tests/test_device.py tests/test_graphed_step.py tests/test_strong_views.py tests/test_release_presets.py tests/test_image_ops.py)
+TESTS=(tests/test_device.py tests/test_graphed_step.py tests/test_strong_views.py tests/test_release_presets.py tests/test_image_ops.py
+       tests/test_device_decode.py)
 PICK=()
 [ -n "$SMOKE" ] && TESTS=(tests/test_device.py) && PICK=(-k image_ops)  # `make test` runs the rest on the CPU
 KDLAB_TEST_DEVICE=$DEVICE $PY -m pytest -p no:cacheprovider "${TESTS[@]}" "${PICK[@]}" > "$OUT/tests.txt" 2>&1 \

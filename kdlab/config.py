@@ -52,8 +52,9 @@ class DataConfig:
     image_size: int | None = None  # streamed images are brought to this size (default: the first image's)
     workers: int | None = None  # decoding processes when streaming (default: cores − 1, shared by the node's ranks)
     # JPEG decoder of streamed files (data/decode.py): auto = simplejpeg (libjpeg-turbo into NumPy) when
-    # installed (pip install 'kdlab[turbo]'), else Pillow; both decode at a reduced DCT scale for large photos
-    decoder: Literal["auto", "pillow", "simplejpeg"] = "auto"
+    # installed (pip install 'kdlab[turbo]'), else Pillow; both decode at a reduced DCT scale for large photos.
+    # gpu = batched on the CUDA device (torchvision.io.decode_jpeg; data/device_decode.py), workers read bytes only
+    decoder: Literal["auto", "pillow", "simplejpeg", "gpu"] = "auto"
 
 
 @dataclass

@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from kdlab.data import decode
@@ -132,3 +133,30 @@ def test_decoder_choice(monkeypatch):
         resolve_decoder("simplejpeg")
     monkeypatch.setattr(decode, "simplejpeg_available", lambda: True)
     assert resolve_decoder("auto") == "simplejpeg" and resolve_decoder("pillow") == "pillow"
+
+
+def test_gpu_decode_is_refused_in_one_line_off_cuda(tmp_path):
+    from kdlab.data import load_dataset, make_loader
+
+    for c in ("a", "b"):
+        for split in ("train", "test"):
+            (tmp_path / split / c).mkdir(parents=True)
+            (tmp_path / split / c / "0.jpg").write_bytes(photo(48, 40))
+    data = load_dataset(f"imagefolder:{tmp_path}", stream="on", image_size=32)
+    with pytest.raises(ConfigError, match=r"^data.decoder=gpu decodes JPEGs on a CUDA device .*device is cpu: use"):
+        make_loader(data, "train", 2, torch.device("cpu"), True, decoder="gpu")
+
+
+def test_gpu_decode_workers_hand_over_bytes_and_the_cpu_decoders_box():
+    from kdlab.data.device_decode import encoded_sample
+
+    data = photo(300, 200, 3)
+    encoded, box = encoded_sample(data, "x.jpg", 96, random.Random(4))
+    assert encoded.dtype == torch.uint8 and bytes(encoded.numpy()) == data
+    assert tuple(box) == random_resized_box(300, 200, random.Random(4))
+    assert encoded_sample(data, "x.jpg", 96, None)[1] == list(center_box(300, 200, 96))
+    assert encoded_sample(photo(32, 32), "x.jpg", 32, random.Random(0))[1] == [0, 0, 32, 32]
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png, "PNG")
+    with pytest.raises(DataError, match="x.png is not a JPEG: data.decoder=gpu decodes JPEG files only"):
+        encoded_sample(png.getvalue(), "x.png", 8, None)

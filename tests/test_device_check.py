@@ -23,10 +23,11 @@ def test_gpu_check_runs_in_cpu_smoke_mode(tmp_path):
     assert len(list(tmp_path.iterdir())) <= 8  # what the device tool returns
     table = (tmp_path / "throughput.md").read_text()
     for row in ("KD resnet8 → resnet8", "CutMixPick vs TLCutMix", "AutoAugment vs crop+flip", "CRD vs KD",
-                "2 concurrent runs"):  # fmt: skip
+                "2 concurrent runs", "prepared store → KD resnet8 → resnet8 at 32 px, data.decoder=auto"):  # fmt: skip
         assert row in table
     facts = json.loads((tmp_path / "throughput.json").read_text())
     assert facts["kd_resnet8_resnet8"]["fp32"] > 0 and facts["jobs_2"] > 0
+    assert facts["prepared_32_auto"]["input"] > 0 and facts["prepared_32_auto"]["input_and_step"] > 0
     assert " passed" in (tmp_path / "tests.txt").read_text()
     assert "ms per step" in (tmp_path / "profile.txt").read_text()
 

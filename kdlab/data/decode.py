@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from kdlab.errors import ConfigError, DataError
 
-Decoder = Literal["auto", "pillow", "simplejpeg"]
+Decoder = Literal["auto", "pillow", "simplejpeg", "gpu"]
 JPEG_MAGIC = b"\xff\xd8"
 TEST_CROP = 0.875  # test: the shorter side resized to S / 0.875, then the centre S×S
 
@@ -43,15 +43,15 @@ def simplejpeg_available() -> bool:
     return True
 
 
-def resolve_decoder(name: str) -> Literal["pillow", "simplejpeg"]:
+def resolve_decoder(name: str) -> Literal["pillow", "simplejpeg", "gpu"]:
     """`data.decoder` as the decoder that runs: auto → simplejpeg when installed, else Pillow; simplejpeg
-    without the package is a one-line ConfigError."""
-    if name == "pillow":
-        return "pillow"
+    without the package is a one-line ConfigError; gpu (data/device_decode.py) stays gpu."""
+    if name in ("pillow", "gpu"):
+        return name  # type: ignore[return-value]
     if name == "simplejpeg" and not simplejpeg_available():
         raise ConfigError("data.decoder=simplejpeg needs the simplejpeg package: pip install 'kdlab[turbo]'")
     if name not in ("auto", "simplejpeg"):
-        raise ConfigError(f"data.decoder must be auto, pillow or simplejpeg, got {name!r}")
+        raise ConfigError(f"data.decoder must be auto, pillow, simplejpeg or gpu, got {name!r}")
     return "simplejpeg" if simplejpeg_available() else "pillow"
 
 
@@ -86,7 +86,8 @@ def dct_reduction(w: int, h: int, box: tuple[int, int, int, int], size: int) -> 
     return k if k > 1 else None
 
 
-def _read_bytes(source: str | io.BytesIO) -> bytes:
+def read_bytes(source: str | io.BytesIO) -> bytes:
+    """The bytes of a file path, or of a prepared shard's sample."""
     if isinstance(source, io.BytesIO):
         return source.getvalue()
     with open(source, "rb") as f:
@@ -132,7 +133,7 @@ def decode_fixed(
     decoded at the smallest sufficient DCT scale and resized with antialiasing. `decoder`: pillow | simplejpeg
     (resolve_decoder's result). Unreadable data: a one-line DataError."""
     try:
-        data = _read_bytes(source)
+        data = read_bytes(source)
         w, h = _image_size(data, source, decoder)
         if (w, h) == (size, size):
             box, k = None, None

@@ -14,12 +14,14 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from kdlab.data.dataset import channel_stats, first_per_class_mask
-from kdlab.data.decode import decode_fixed, resolve_decoder
+from kdlab.data.decode import decode_fixed, read_bytes, resolve_decoder
+from kdlab.data.device_decode import check_device_decode, collate_encoded, decode_batch, encoded_sample
 from kdlab.data.loader import Batch, IndexBatches
 from kdlab.data.readers import IMAGE_SUFFIXES, SPLIT_NAMES
 from kdlab.errors import DataError
@@ -111,10 +113,14 @@ class _Files(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[Any, ...]:
         i, epoch_seed = item
         rng = random.Random(epoch_seed * 1_000_003 + i) if self.train else None
-        img = decode_fixed(self.split.source(i), self.size, self.channels, rng, self.decoder)
+        source = self.split.source(i)
+        if self.decoder == "gpu":  # bytes and crop box only: the device decodes (data/device_decode.py)
+            where = source if isinstance(source, str) else "of a prepared shard"
+            return (*encoded_sample(read_bytes(source), where, self.size, rng), int(self.split.labels[i]), i)
+        img = decode_fixed(source, self.size, self.channels, rng, self.decoder)
         return torch.from_numpy(img), int(self.split.labels[i]), i
 
 
@@ -158,6 +164,8 @@ class StreamingLoader(IndexBatches):
         super().__init__(split.labels, batch_size, device, shuffle, drop_last, generator, shard)
         self.data, self.split, self.workers, self.train = data, split, workers, train
         self.decoder = resolve_decoder(decoder)
+        if self.decoder == "gpu":
+            check_device_decode(device)
         self._order = _EpochOrder()
         self._loader: torch.utils.data.DataLoader | None = None
 
@@ -173,11 +181,16 @@ class StreamingLoader(IndexBatches):
                 _Files(self.split, self.data.size, self.data.channels, self.train, self.decoder),
                 batch_sampler=self._order,
                 num_workers=self.workers,
-                collate_fn=_collate,
+                collate_fn=collate_encoded if self.decoder == "gpu" else _collate,
                 pin_memory=self.device.type == "cuda",
                 persistent_workers=self.workers > 0,
             )
-        for images, labels, index in self._loader:
+        for parts in self._loader:
+            if self.decoder == "gpu":
+                encoded, boxes, labels, index = parts
+                images = decode_batch(encoded, boxes, self.data.size, self.data.channels, self.device)
+            else:
+                images, labels, index = parts
             yield Batch(
                 images.to(self.device, non_blocking=True),
                 labels.to(self.device, non_blocking=True),
