@@ -5,6 +5,8 @@
     .venv/bin/python experiments/tables.py ensemble runs/c100-ens   # ensemble KD (Guo et al.), from the sweeps
     .venv/bin/python experiments/tables.py tstddev runs/c100-tstddev  # T. stddev vs the students' test loss
     .venv/bin/python experiments/tables.py methods_table runs/c100-methods  # every method, one protocol
+    .venv/bin/python experiments/tables.py amp_parity_table runs/c100-amp-parity  # bf16 against fp32
+    .venv/bin/python experiments/tables.py stored_resolution_table runs/stored-resolution  # a pre-resized store
 
 Cells are mean ± sample std over the seeds found (the count is given); a missing run is "–". DIR may be a
 runs folder or its archive (experiments/archive.py). An `earlier.json` in DIR supplies runs whose folders were
@@ -247,8 +249,47 @@ def every_method_table(root: Path) -> str:
     return "\n".join(lines)
 
 
+def grouped_table(root: Path, keys: list[str], labels: dict[str, str] | None = None) -> str:
+    """One row per value of the sweep's grid `keys` (seeds pooled): last-epoch test accuracy per seed, mean ± std,
+    and the mean training img/s. `labels` renames cell values (e.g. a store's path to what it is)."""
+    from kdlab.commands.sweep import Sweep
+
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for r in Sweep(root).rows():
+        if r["state"] == "finished":
+            groups.setdefault(tuple(str(r[k]) for k in keys), []).append(r)
+    names = labels or {}
+    lines = [f"| {' | '.join(keys)} | test acc per seed (%) | mean ± std (%) | img/s |", "|---" * (len(keys) + 3) + "|"]
+    for group, members in sorted(groups.items()):
+        members.sort(key=lambda m: int(m["seed"]))
+        accs = [float(m["last_epoch_test_acc"]) for m in members]
+        spread = f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else f"{accs[0]:.2f}"
+        summaries = [root / str(m["run"]) / "summary.json" for m in members]
+        speeds = [json.loads(f.read_text()).get("mean_images_per_s", 0.0) for f in summaries if f.is_file()]
+        speed = statistics.mean(speeds) if speeds else 0.0
+        cells = [names.get(v, v) for v in group]
+        lines.append(f"| {' | '.join(cells)} | {' / '.join(f'{a:.2f}' for a in accs)} | {spread} | {speed:.0f} |")
+    return "\n".join(lines)
+
+
+def amp_parity_table(root: Path) -> str:
+    """experiments/amp_parity.sh: kd and at, fp32 (engine.amp=none) against bf16, per seed."""
+    return grouped_table(root, ["method.name", "engine.amp"], {"none": "none (fp32)"})
+
+
+def stored_resolution_table(root: Path) -> str:
+    """experiments/stored_resolution.sh: the originals' store against the 20-px store."""
+    sweep = root / "sweep" if (root / "sweep" / "sweep.json").is_file() else root
+    stores = {}
+    for key, values in json.loads((sweep / "sweep.json").read_text())["grid"]:
+        for v in values if key == "data.dataset" else []:
+            stores[str(v)] = "originals (32 px)" if str(v).endswith("originals") else "stored at max side 20"
+    return grouped_table(sweep, ["data.dataset"], stores)
+
+
 if __name__ == "__main__":
     kind, root = sys.argv[1], Path(sys.argv[2] if len(sys.argv) > 2 else "runs/c100")
     tables = {"methods": methods_table, "atsc": atsc_table, "ensemble": ensemble_table, "tstddev": tstddev_table,
-              "methods_table": every_method_table}  # fmt: skip
+              "methods_table": every_method_table, "amp_parity_table": amp_parity_table,
+              "stored_resolution_table": stored_resolution_table}  # fmt: skip
     print(tables[kind](root))

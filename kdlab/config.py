@@ -242,7 +242,7 @@ class EngineConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # bf16 autocast of every forward pass (teachers and student) and the loss: auto = bf16 where the hardware
     # computes bf16 natively (CUDA compute capability >= 8.0; CPUs with AMX or avx512_bf16), fp32 elsewhere
-    # (engine/precision.py); none = fp32 always (a recipe that must reproduce an fp32 run: docs/architecture.md)
+    # (engine/precision.py); none = fp32 always (a recipe that must reproduce an fp32 run: README, Scaling out)
     amp: Literal["auto", "none", "bf16"] = "auto"
     # channels_last memory format for student, teachers and inputs: auto = on where bf16 runs natively on CUDA and
     # on CPUs with oneDNN (its convolutions are NHWC); the run's log line `precision: …` says what was chosen

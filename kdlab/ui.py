@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -51,5 +52,5 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
         )
         t.add_column(c, justify="right" if numeric and rows else "left")
     for r in rows:
-        t.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r])
+        t.add_row(*[f"{v:.2f}" if isinstance(v, float) else escape(str(v)) for v in r])  # "kdlab[turbo]" is text
     return t

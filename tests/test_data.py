@@ -350,6 +350,14 @@ def test_a_prepared_store_trains_as_its_source_and_resumes_exactly(cifar10_folde
     prepared = load_dataset(f"prepared:{out}")
     assert prepared.classes == memory.classes and prepared.image_shape == (3, 32, 32)
     assert torch.equal(prepared.train.labels, memory.train.labels) and prepared.mean == pytest.approx(memory.mean)
+    import webdataset  # any WebDataset pipeline reads the shards: images, and labels as integers (KEY.cls)
+
+    shard = (
+        webdataset.WebDataset(str(out / "train-000000.tar"), shardshuffle=False).decode("rgb8").to_tuple("jpg", "cls")
+    )
+    images, labels = zip(*shard, strict=True)
+    assert list(labels) == memory.train.labels[:128].tolist()
+    assert torch.equal(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2), memory.train.images[:128])
 
     def run(spec: str, name: str, epochs: int, stop: int | None = None, resume=None) -> dict:
         cfg = load_config(None, [f"data.dataset={spec}", "data.workers=2", "student.name=resnet8",

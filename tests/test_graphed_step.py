@@ -169,10 +169,13 @@ def test_the_trace_stand_in_catches_a_frozen_learning_rate(digits_teacher, tmp_p
 @stand_in
 def test_a_captured_run_resumes_bitwise(digits_teacher, tmp_path, monkeypatch, accelerator_views):
     """Stopped after epoch 1 and resumed (three uncaptured steps again, then a new capture): the same numbers
-    as the run that went through."""
+    as the run that went through. Bitwise only where the stand-in's replay is bitwise the eager step: make_fx
+    replays decomposed ATen ops, which round differently from the eager kernels for some recipes and layouts
+    (this one in channels_last; CE in contiguous); a CUDA graph replays the eager kernels themselves."""
     monkeypatch.setattr(trainer_module, "capture_for", lambda device, generators: TraceCapture())
     common = [*digits_overrides(tmp_path, 2), "engine.cuda_graphs=true", "method.name=kd", "views.strong=cutmix",
-              "student.name=resnet8", "teacher.name=resnet14", f"teacher.checkpoint={digits_teacher}"]  # fmt: skip
+              "student.name=resnet8", "teacher.name=resnet14", f"teacher.checkpoint={digits_teacher}",
+              "engine.channels_last=false"]  # fmt: skip
     full_dir, _ = train(load_config(None, [*common, "name=full"]), log=lambda _: None)
     part_dir, _ = train(load_config(None, [*common, "name=part"]), stop_after_epoch=1, log=lambda _: None)
     train(None, resume_dir=part_dir, log=lambda _: None)  # type: ignore[arg-type]

@@ -5,14 +5,15 @@ its longer side, as JPEG at `quality` (the FFCV practice: decoding a 256-px JPEG
 photograph). An image already small enough keeps its original bytes (no second JPEG generation); sources that
 hold raw pixels (CIFAR's pickles, MNIST's idx files, digits) are stored as lossless PNG.
 
-The container is WebDataset (shards are plain POSIX tars of `KEY.jpg` / `KEY.cls` members, written with
-webdataset's TarWriter): it is an existing, documented format, any tar tool or WebDataset pipeline reads it, and
-WebDataset streams it from object storage (`pipe:`/`s3:`/`https:` shard URLs) for multi-node runs. kdlab adds
-one index per split (`{split}-index.npy`: shard, byte offset, byte length, label per sample, in the class-then-name
-order of the source) and `kdlab-prepared.json` (classes, settings, source). With those, a sample is one seek and
-one read, so the order stays kdlab's own: the seeded permutation of the in-memory loader, sliced per rank, resumed
-exactly (data/streaming.py's StreamingLoader). Why not MosaicML streaming (MDS) or LitData: both bring their own
-shuffling and resumption state, and their dependency trees (cloud SDKs) are large for a core dependency."""
+The container is WebDataset (shards are plain POSIX tars of `KEY.jpg` (or `.png`) / `KEY.cls` members, the integer
+label by WebDataset's convention, written with webdataset's TarWriter): it is an existing, documented format, any
+tar tool or WebDataset pipeline reads it, and WebDataset streams it from object storage (`pipe:`/`s3:`/`https:`
+shard URLs) for multi-node runs. kdlab adds one index per split (`{split}-index.npy`: shard, byte offset, byte
+length, label per sample, in the class-then-name order of the source) and `kdlab-prepared.json` (classes, settings,
+source). With those, a sample is one seek and one read, so the order stays kdlab's own: the seeded permutation of
+the in-memory loader, sliced per rank, resumed exactly (data/streaming.py's StreamingLoader). Why not MosaicML
+streaming (MDS) or LitData: both bring their own shuffling and resumption state, and their dependency trees
+(cloud SDKs) are large for a core dependency."""
 
 from __future__ import annotations
 
@@ -72,9 +73,31 @@ def _png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _source_entries(spec: str) -> tuple[list[str] | None, Iterator[tuple[str, str, str, bytes]]]:
-    """(classes or None when found on the way, (split, class, file name, bytes) of every image): an image tree
-    (folder or archive) yields its files as they are; any other spec is loaded and its pixels given as PNG."""
+def _tree_classes(root: Path) -> list[str]:
+    """The training classes of an image tree (folder or archive), from file names alone (no image is read)."""
+    import tarfile
+
+    from kdlab.data import readers
+
+    found: set[str] = set()
+    if root.is_file():
+        try:
+            with tarfile.open(root) as tar:
+                names = [m.name for m in tar if m.isfile()]
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise DataError(f"archive {root} is truncated or corrupt ({e}); re-download it") from None
+    else:
+        names = [str(Path(d, f).relative_to(root)) for d, _, files in os.walk(root) for f in files]
+    for name in names:
+        located = readers._locate(name.split("/")) if name.lower().endswith(readers.IMAGE_SUFFIXES) else None
+        if located is not None and located[0] == "train":
+            found.add(located[1])
+    return sorted(found)
+
+
+def _source_entries(spec: str) -> tuple[list[str], Iterator[tuple[str, str, str, bytes]]]:
+    """(classes, (split, class, file name, bytes) of every image): an image tree (folder or archive) yields its
+    files as they are; any other spec is loaded and its pixels given as PNG."""
     from kdlab.data import readers
     from kdlab.data.spec import load_dataset, parse_spec
 
@@ -85,7 +108,7 @@ def _source_entries(spec: str) -> tuple[list[str] | None, Iterator[tuple[str, st
             readers.is_cifar_pickle_dir(root) or readers.is_mnist_idx_dir(root) or readers.is_tiny_imagenet(root)
         )
         if not is_raw:
-            return None, readers._tree_entries(root)
+            return _tree_classes(root), readers._tree_entries(root)
     data = load_dataset(spec)
 
     def pixels() -> Iterator[tuple[str, str, str, bytes]]:
@@ -118,6 +141,7 @@ def prepare(
         raise DataError(f"{out} already holds a prepared dataset; choose another folder or remove it")
     out.mkdir(parents=True, exist_ok=True)
     classes, entries = _source_entries(spec)
+    label = {c: i for i, c in enumerate(classes)}
     rows: dict[str, list[tuple[str, str, int, int]]] = {"train": [], "test": []}  # class, name, shard, bytes
     shards: dict[str, list[str]] = {"train": [], "test": []}
     writers: dict[str, Any] = {}
@@ -141,7 +165,9 @@ def prepare(
                     writers[split].close()
                 shards[split].append(f"{split}-{len(shards[split]):06d}.tar")
                 writers[split] = webdataset.TarWriter(str(out / shards[split][-1]))
-            writers[split].write({"__key__": f"{i:09d}", ext: data, "cls": str(cls).encode()})
+            if cls not in label:
+                raise DataError(f"{spec}: class {cls!r} of the {split} split has no training images")
+            writers[split].write({"__key__": f"{i:09d}", ext: data, "cls": str(label[cls]).encode()})
             rows[split].append((cls, name, len(shards[split]) - 1, len(data)))
             if (done := len(rows["train"]) + len(rows["test"])) % 10000 == 0:
                 log(f"{done} images stored")
@@ -150,10 +176,8 @@ def prepare(
     counts = {split: len(r) for split, r in rows.items()}
     if not counts["train"] or not counts["test"]:
         raise DataError(f"{spec} has no train or no test images to prepare")
-    classes = classes or sorted({r[0] for r in rows["train"]})
-    if {r[0] for r in rows["test"]} - set(classes) or sorted({r[0] for r in rows["train"]}) != classes:
+    if {r[0] for r in rows["test"]} - set(classes) or sorted({r[0] for r in rows["train"]}) != sorted(classes):
         raise DataError(f"{spec}: train and test class folders differ")
-    label = {c: i for i, c in enumerate(classes)}
     for split in ("train", "test"):
         offsets = _member_offsets(out, shards[split])
         table = []
