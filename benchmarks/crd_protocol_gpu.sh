@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CRD CIFAR-100 protocol on one GPU, whole: a resnet56 teacher with CE, then KD resnet56 → resnet20, each
 # `configs/cifar100/teacher_resnet56.yaml` / `kd_resnet56_resnet20.yaml` (240 epochs, batch 64, lr ×0.1 at
-# 150/180/210), in kdlab's fastest GPU mode (bf16 + channels_last + engine.cuda_graphs; MODE="" for fp32 eager).
+# 150/180/210), in kdlab's fastest GPU mode (bf16 + channels_last + engine.cuda_graphs; MODE="" for the defaults
+# without graphs, MODE="engine.amp=none engine.channels_last=false" for fp32 eager).
 # EPOCHS below 240 shortens both runs with their milestones scaled (schedule.epoch_factor = EPOCHS/240): a
 # shorter schedule, to be reported as such. Writes OUT/crd_protocol.md (accuracy, wall time, img/s) and
 # OUT/crd_protocol.log; the run folders go to OUT/runs (not returned by the device tool: only what is needed).

@@ -11,9 +11,9 @@ $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA
   echo "# GPU step throughput ($(date -u +%F), $($PY -c 'import torch; print(torch.cuda.get_device_name())'))"
   echo
   for batch in 64 128; do
-    for extra in "" "engine.amp=bf16" "engine.amp=bf16 engine.channels_last=true" \
+    for extra in "engine.amp=none engine.channels_last=false" "" "engine.amp=bf16 engine.channels_last=false" \
                  "engine.amp=bf16 engine.channels_last=true engine.compile=true"; do
-      echo "### batch $batch, kdlab ${extra:-fp32}"
+      echo "### batch $batch, kdlab ${extra:-defaults (engine.amp=auto, engine.channels_last=auto)}"
       # shellcheck disable=SC2086
       $PY benchmarks/step_throughput.py --device cuda --batch $batch --steps 100 --repeats 3 ${extra:+--extra $extra}
       echo

@@ -43,8 +43,9 @@ def teacher_rate(name: str, batch: int, steps: int, bf16: bool) -> float:
 
 def step_rate(t: str, s: str, batch: int, steps: int, teacher_amp: str) -> float:
     data = synthetic(steps * batch)
+    fp32 = ["engine.amp=none", "engine.channels_last=false"]  # the fp32 step, whatever the hardware
     cfg = load_config(None, [f"data.batch_size={batch}", "data.drop_last=true", "method.name=kd",
-                             f"engine.teacher_amp={teacher_amp}"])  # fmt: skip
+                             f"engine.teacher_amp={teacher_amp}", *fp32])  # fmt: skip
     torch.manual_seed(0)
     method = build_method(cfg.method, create_model(s, 100), [Teacher(create_model(t, 100), {})])
     with tempfile.TemporaryDirectory() as tmp:
