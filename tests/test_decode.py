@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +38,16 @@ def photo(w: int, h: int, seed: int = 0, quality: int = 90, mode: str = "RGB") -
     out = io.BytesIO()
     Image.fromarray(arr.squeeze(-1) if c == 1 else arr).save(out, "JPEG", quality=quality)
     return out.getvalue()
+
+
+def photo_tree(root: Path, per_class: int, size: tuple[int, int], classes: int = 2) -> Path:
+    """An ImageFolder tree of photo() JPEGs: root/{train,test}/c<k>/<i>.jpg."""
+    for split in ("train", "test"):
+        for c in range(classes):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(per_class):
+                (root / split / f"c{c}" / f"{i}.jpg").write_bytes(photo(*size, seed=10 * c + i))
+    return root
 
 
 def pillow_reference(data: bytes, box: tuple[int, int, int, int], size: int, mode: str = "RGB") -> np.ndarray:
@@ -138,11 +149,7 @@ def test_decoder_choice(monkeypatch):
 def test_gpu_decode_is_refused_in_one_line_off_cuda(tmp_path):
     from kdlab.data import load_dataset, make_loader
 
-    for c in ("a", "b"):
-        for split in ("train", "test"):
-            (tmp_path / split / c).mkdir(parents=True)
-            (tmp_path / split / c / "0.jpg").write_bytes(photo(48, 40))
-    data = load_dataset(f"imagefolder:{tmp_path}", stream="on", image_size=32)
+    data = load_dataset(f"imagefolder:{photo_tree(tmp_path, 1, (48, 40))}", stream="on", image_size=32)
     with pytest.raises(ConfigError, match=r"^data.decoder=gpu decodes JPEGs on a CUDA device .*device is cpu: use"):
         make_loader(data, "train", 2, torch.device("cpu"), True, decoder="gpu")
 

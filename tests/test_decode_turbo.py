@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from test_decode import photo
+from test_decode import photo, photo_tree
 
 from kdlab.data import load_dataset, make_loader
 from kdlab.data.decode import decode_fixed, resolve_decoder
@@ -40,12 +40,7 @@ def test_simplejpeg_on_grey_images_and_png_files(tmp_path):
 
 def test_auto_picks_simplejpeg_and_the_loader_batches_equal_pillows(tmp_path):
     assert resolve_decoder("auto") == "simplejpeg"
-    for split in ("train", "test"):
-        for c in range(2):
-            (tmp_path / split / f"c{c}").mkdir(parents=True)
-            for i in range(6):
-                (tmp_path / split / f"c{c}" / f"{i}.jpg").write_bytes(photo(300, 200, 10 * c + i))
-    data = load_dataset(f"imagefolder:{tmp_path}", stream="on", image_size=64)
+    data = load_dataset(f"imagefolder:{photo_tree(tmp_path, 6, (300, 200))}", stream="on", image_size=64)
     batches = {}
     for decoder in ("pillow", "simplejpeg"):
         loader = make_loader(data, "train", 4, torch.device("cpu"), True,

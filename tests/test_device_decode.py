@@ -11,7 +11,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from test_decode import photo
+from test_decode import photo, photo_tree
 
 from kdlab.data import load_dataset, make_loader, streaming
 from kdlab.data.decode import decode_fixed
@@ -50,12 +50,7 @@ def test_the_loader_with_gpu_decode_gives_the_cpu_loaders_batches(tmp_path, monk
     """Same seeded order, labels and crops as the CPU decoder's loader (on the CPU: the device check lifted)."""
     if DEVICE.type != "cuda":
         monkeypatch.setattr(streaming, "check_device_decode", lambda device: None)
-    for split in ("train", "test"):
-        for c in range(2):
-            (tmp_path / split / f"c{c}").mkdir(parents=True)
-            for i in range(5):
-                (tmp_path / split / f"c{c}" / f"{i}.jpg").write_bytes(photo(120, 90, 10 * c + i))
-    data = load_dataset(f"imagefolder:{tmp_path}", stream="on", image_size=64)
+    data = load_dataset(f"imagefolder:{photo_tree(tmp_path, 5, (120, 90))}", stream="on", image_size=64)
     runs = {}
     for decoder in ("pillow", "gpu"):
         for split in ("train", "test"):
