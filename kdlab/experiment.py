@@ -401,8 +401,11 @@ def evaluate_path(path: str | Path, dataset: str | None = None, which: str = "be
     """Test accuracy (top-1, top-5), loss and ECE of a trained run folder / checkpoint on its own or another
     dataset."""
     method, cfg, meta = load_trained(path, which, inference_only=True)
-    spec = dataset or cfg.data.dataset
-    data = load_dataset(spec, cfg.data.cache_dir, None, cfg.data.test_per_class if dataset is None else None)
+    spec, d = dataset or cfg.data.dataset, cfg.data
+    data = load_dataset(
+        spec, d.cache_dir, None, d.test_per_class if dataset is None else None, d.stream, d.memory_budget_gb,
+        d.image_size,
+    )  # fmt: skip
     check_same_data(meta["data"], data, spec)
     device = resolve_device(cfg.engine.device)
     method.to(device)
@@ -433,18 +436,19 @@ def evaluate_on_test(
 ) -> dict[str, Any]:
     """predict: normalised images (B, C, H, W) → logits (B, K), over data's test split normalised with stats
     = (mean, std): samples, test_acc and test_top5 (%), test_loss (mean CE, nats), test_ece_15 (%)."""
-    from kdlab.data import DeviceLoader
+    from kdlab.data import make_loader
     from kdlab.engine.trainer import autocast_context
     from kdlab.metrics import expected_calibration_error, top_k_accuracy
     from kdlab.views import Normalize, to_unit
 
     normalize = Normalize(*stats).to(device)
-    loader = DeviceLoader(data.test, batch_size, device, shuffle=False)
+    loader = make_loader(data, "test", batch_size, device, False)  # in memory, or streamed (test crops)
     logits, labels = [], []
     with autocast_context(device, amp):
         for batch in loader:
             logits.append(predict(normalize(to_unit(batch.images))).float().cpu())
             labels.append(batch.labels.cpu())
+    loader.close()
     lg, y = torch.cat(logits), torch.cat(labels)
     return {
         "samples": len(y),

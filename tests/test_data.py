@@ -312,6 +312,28 @@ def test_streaming_workers_live_across_epochs_and_stop_on_close(tmp_path, monkey
     assert all(torch.equal(a, b) for e, f in zip(kept, fresh, strict=True) for a, b in zip(e, f, strict=True))
 
 
+def test_a_streamed_run_is_evaluated_and_analysed_on_its_own_crops(tmp_path):
+    """`kdlab eval` and `kdlab analyze` of a run on streamed images (40×24 files, 16-px crops) read them as the
+    run did: the evaluation reproduces the logged test accuracy on every test image, and the analysis runs on a
+    sample decoded into memory."""
+    from kdlab.commands.analysis import analyze_run
+    from kdlab.config import load_config
+    from kdlab.experiment import evaluate_path, train
+
+    _write_tree(tmp_path / "tree", n=8, size=(40, 24))
+    cfg = load_config(None, [f"data.dataset=imagefolder:{tmp_path / 'tree'}", "data.stream=on", "data.image_size=16",
+                             "data.crop_padding=0", "data.workers=1", "student.name=resnet8", "schedule.epochs=2",
+                             "engine.progress=false", "engine.report=false", f"output_dir={tmp_path}"])  # fmt: skip
+    run_dir, summary = train(cfg, log=lambda _: None)
+    numbers = evaluate_path(run_dir, which="last")
+    assert numbers["samples"] == 16 and numbers["test_acc"] == pytest.approx(summary["last_epoch_test_acc"])
+    result = analyze_run(run_dir, which="last", examples=2, log=lambda _: None)
+    assert result["samples"] == 16
+    assert result["models"]["student"]["test_acc"] == pytest.approx(summary["last_epoch_test_acc"])
+    sample = load_dataset(f"imagefolder:{tmp_path / 'tree'}", stream="on", image_size=16).decoded(8, workers=0)
+    assert sample.test.images.shape == (8, 3, 16, 16) and sample.test.labels.tolist() == [0] * 4 + [1] * 4
+
+
 def test_streaming_needs_a_folder_and_crops_other_sizes(tmp_path):
     from kdlab.data.streaming import decode_fixed
 

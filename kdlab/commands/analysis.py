@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from kdlab.config import teacher_configs
 from kdlab.data import load_dataset
 from kdlab.data.dataset import ImageSplit
+from kdlab.data.streaming import StreamingDataset
 from kdlab.errors import ConfigError
 from kdlab.io import atomic_write_json
 from kdlab.methods.base import Teacher, model_class_map
@@ -59,6 +60,7 @@ Predictor = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 # Guo et al.'s IoU scripts: mask = min–max CAM > 0.5, IoU pooled per batch of 128, batches weighted by size
 RELEASE_IOU_THRESHOLD = 0.5
 RELEASE_BATCH = 128
+STREAMED_SAMPLES = 10_000  # a streamed dataset is analysed on this many images per split (or --max-samples)
 
 
 @dataclass
@@ -118,9 +120,13 @@ def analyze_run(
     run_path = Path(run_dir)
     method, cfg, meta = load_trained(run_path, which)
     spec = dataset or cfg.data.dataset
+    d = cfg.data
     data = load_dataset(
-        spec, cfg.data.cache_dir, cfg.data.train_per_class, cfg.data.test_per_class if dataset is None else None
-    )
+        spec, d.cache_dir, d.train_per_class, d.test_per_class if dataset is None else None, d.stream,
+        d.memory_budget_gb, d.image_size,
+    )  # fmt: skip
+    if isinstance(data, StreamingDataset):  # decoded into memory: a spread-out sample of each split
+        data = data.decoded(max_samples or STREAMED_SAMPLES)
     check_same_data(meta["data"], data, spec)
     device = resolve_device(cfg.engine.device)
     teachers: list[Teacher]

@@ -18,8 +18,10 @@ from typing import Any
 import torch
 
 from kdlab.assembly import views_for
+from kdlab.commands.analysis import STREAMED_SAMPLES
 from kdlab.config import RunConfig
 from kdlab.data import DeviceLoader, load_dataset
+from kdlab.data.streaming import StreamingDataset
 from kdlab.engine.trainer import autocast_context
 from kdlab.errors import ConfigError
 from kdlab.experiment import build_teacher, load_trained, resolve_device
@@ -67,7 +69,12 @@ def measure_tstddev(
     if cfg.teacher is None:
         raise ConfigError("tstddev needs a teacher: teacher.name=… teacher.checkpoint=…")
     device = resolve_device(cfg.engine.device)
-    data = load_dataset(cfg.data.dataset, cfg.data.cache_dir, cfg.data.train_per_class, cfg.data.test_per_class)
+    d = cfg.data
+    data = load_dataset(
+        d.dataset, d.cache_dir, d.train_per_class, d.test_per_class, d.stream, d.memory_budget_gb, d.image_size
+    )
+    if isinstance(data, StreamingDataset):  # measured on a spread-out sample decoded into memory
+        data = data.decoded(STREAMED_SAMPLES)
     teacher = build_teacher(cfg.teacher, data, "teacher").to(device)
     student_fn = None
     if student is not None:

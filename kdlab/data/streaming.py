@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdlab.data.dataset import channel_stats, first_per_class_mask
+from kdlab.data.dataset import ImageDataset, ImageSplit, channel_stats, first_per_class_mask
 from kdlab.data.decode import decode_fixed, read_bytes, resolve_decoder
 from kdlab.data.device_decode import check_device_decode, collate_encoded, decode_batch, encoded_sample
 from kdlab.data.loader import Batch, IndexBatches
@@ -75,6 +75,20 @@ class StreamingDataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return self.channels, self.size, self.size
+
+    def decoded(self, n: int, workers: int | None = None) -> ImageDataset:
+        """An in-memory ImageDataset of up to `n` evenly spaced samples per split (every class represented),
+        decoded with the test crop: what `kdlab analyze` and `kdlab tstddev` measure a streamed run on."""
+        splits = []
+        for split in (self.train, self.test):
+            idx = torch.arange(0, len(split), max(1, -(-len(split) // n)))
+            spans = split.spans[idx] if split.spans is not None else None
+            part = FileSplit([split.files[i] for i in idx.tolist()], split.labels[idx].clone(), spans)
+            loader = StreamingLoader(self, part, 256, torch.device("cpu"), shuffle=False, train=False,
+                                     workers=workers if workers is not None else default_workers())  # fmt: skip
+            splits.append(ImageSplit(torch.cat([b.images for b in loader]), part.labels))
+            loader.close()
+        return ImageDataset(self.name, splits[0], splits[1], self.classes, self.mean, self.std)
 
 
 def index_image_tree(root: Path) -> tuple[list[str], FileSplit, FileSplit]:
