@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "else autoaugment",
     )
     p.add_argument("--which", default="last", choices=["best", "last"], help="checkpoint (default: last)")
-    p.add_argument("--max-samples", type=int, help="analyse only the first N images of each split")
+    p.add_argument("--max-samples", type=int, help="analyse N images of each split, evenly spaced over it")
     p.add_argument("--examples", type=int, default=8, help="images in the attention grid")
 
     p = sub.add_parser("sweep", help="run a grid of runs (resumable), collect a table, CSV and plots")
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-analyze", action="store_true", help="skip `kdlab analyze` after each run (a resumed sweep remembers it)"
     )
-    p.add_argument("--max-samples", type=int, help="analyse only the first N images of each split")
+    p.add_argument("--max-samples", type=int, help="analyse N images of each split, evenly spaced over it")
     p.add_argument("--collect", metavar="SWEEP_DIR", help="only rebuild sweep.csv, sweep.md and plots")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="overrides for every run")
 

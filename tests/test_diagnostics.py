@@ -331,3 +331,12 @@ def test_sweep_runs_sharing_one_gpu_get_a_share_of_its_memory(monkeypatch):
 
     monkeypatch.setenv(MEMORY_FRACTION, "0.25")
     share_device_memory(torch.device("cpu"))  # a no-op off CUDA
+
+
+def test_max_samples_takes_images_from_every_class():
+    """Splits are stored class by class; `--max-samples 10` of 10 classes × 10 images takes one of each."""
+    from kdlab.commands.analysis import _spread
+    from kdlab.data import ImageSplit
+
+    split = ImageSplit(torch.zeros(100, 1, 2, 2, dtype=torch.uint8), torch.arange(100) // 10)
+    assert _spread(split, 10).labels.tolist() == list(range(10))

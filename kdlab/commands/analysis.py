@@ -162,7 +162,7 @@ def analyze_run(
 
     def split_images(name: str) -> ImageSplit:
         s = data.train if AUGMENTED.get(name, name) == "train" else data.test
-        return s if max_samples is None or len(s) <= max_samples else _first(s, max_samples)
+        return s if max_samples is None or len(s) <= max_samples else _spread(s, max_samples)
 
     own_name = cfg.views.standard + (f" + {cfg.views.strong}" if cfg.views.strong else "")
     log(f"analysing {run_path} on {spec} ({split}, {len(teachers)} teacher(s), test_aug: {aug_view}, own: {own_name})")
@@ -231,8 +231,11 @@ def _teacher_predictor(t: Teacher) -> Predictor:
     return lambda x: model_class_map(t.model, t.taps, x)
 
 
-def _first(split: ImageSplit, n: int) -> ImageSplit:
-    return ImageSplit(split.images[:n], split.labels[:n])
+def _spread(split: ImageSplit, n: int) -> ImageSplit:
+    """n images evenly spaced over `split` (splits are stored class by class: the first n would be a few
+    classes)."""
+    idx = torch.linspace(0, len(split) - 1, n).round().long().unique()
+    return ImageSplit(split.images[idx], split.labels[idx])
 
 
 def _model_numbers(

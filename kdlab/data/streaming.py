@@ -81,7 +81,7 @@ class StreamingDataset:
         decoded with the test crop: what `kdlab analyze` and `kdlab tstddev` measure a streamed run on."""
         splits = []
         for split in (self.train, self.test):
-            idx = torch.arange(0, len(split), max(1, -(-len(split) // n)))
+            idx = torch.linspace(0, len(split) - 1, min(n, len(split))).round().long().unique()
             spans = split.spans[idx] if split.spans is not None else None
             part = FileSplit([split.files[i] for i in idx.tolist()], split.labels[idx].clone(), spans)
             loader = StreamingLoader(self, part, 256, torch.device("cpu"), shuffle=False, train=False,
